@@ -1,0 +1,224 @@
+"""One vector env over many tasks: simultaneous (multi-task) or sequential (continual).
+
+- ``simultaneous``: env slots are split across tasks; every step holds every task.
+- ``sequential``: all slots run one task for ``switch_every`` env steps (summed over slots),
+  then the next task of ``order``, for ``cycles`` rounds; after the last phase the last task
+  keeps running. The step that reaches a phase boundary truncates every slot's episode
+  (``final_obs`` holds the old task's last observations), returns the new task's first
+  observations, and says so in ``info["switch"]``.
+
+Spaces are unified (``spaces.unify``). Per step, ``info`` holds:
+``task_id`` (n,), ``action_mask`` (n, A), ``raw_reward`` (n,), ``episode_end`` (n,), and
+when something happened: ``final_obs`` (rows of slots whose episode ended),
+``episodes`` (one dict per finished game: task, task_index, slot, return (raw score),
+normalized, length) and ``switch`` (from, to, phase, step).
+Training rewards follow each task's reward handling (clip, scale); scores stay raw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+
+from mtmoe.tasks.backend import BACKENDS, VecBackend
+from mtmoe.tasks.schema import SuiteSpec, TaskSpec
+from mtmoe.tasks.spaces import UnifiedSpaces, rescale_actions, unify
+
+SEED_STRIDE = 10_007  # keeps the seed streams of different tasks and phases apart
+
+
+def make_backend(task: TaskSpec, num_envs: int) -> VecBackend:
+    return BACKENDS[task.backend].factory(task.env, num_envs, task.options, task.max_episode_steps)
+
+
+def split_slots(num_envs: int, num_tasks: int) -> list[int]:
+    """Even split, the remainder going to the first tasks."""
+    base, extra = divmod(num_envs, num_tasks)
+    return [base + (k < extra) for k in range(num_tasks)]
+
+
+def slot_counts(suite: SuiteSpec, num_envs: int | None = None) -> list[int]:
+    """Slots per task of a simultaneous suite; `num_envs` (total) overrides the suite's."""
+    if suite.envs_per_task and not num_envs:
+        return [suite.envs_per_task] * len(suite.tasks)
+    return split_slots(num_envs or suite.slots(), len(suite.tasks))
+
+
+@dataclass(frozen=True)
+class Phase:
+    index: int
+    task_index: int
+    start: int
+    """First env step of the phase."""
+    end: int | None
+    """First env step after it (None: the last phase runs on)."""
+
+
+def plan_schedule(suite: SuiteSpec, num_envs: int, switch_every: int | None) -> list[Phase]:
+    """The phases of a sequential suite (empty for a simultaneous one)."""
+    if suite.mode != "sequential":
+        return []
+    if not switch_every or switch_every % num_envs:
+        raise ValueError(f"switch_every ({switch_every}) must be a positive multiple of num_envs ({num_envs})")
+    order = [suite.tasks.index(t) for t in suite.order] * suite.cycles
+    return [Phase(i, k, i * switch_every, (i + 1) * switch_every if i + 1 < len(order) else None)
+            for i, k in enumerate(order)]
+
+
+class TaskMixture(gym.vector.VectorEnv):
+    """A gymnasium VectorEnv (same-step autoreset) over the tasks of a suite."""
+
+    metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
+
+    def __init__(self, suite: SuiteSpec, tasks: list[TaskSpec], num_envs: int | None = None,
+                 switch_every: int | None = None, envs_per_task: list[int] | None = None):
+        self.suite, self.tasks = suite, tasks
+        self.task_names = [t.id for t in tasks]
+        self.num_tasks = len(tasks)
+        self.mode = suite.mode
+        self.num_envs = num_envs or suite.slots()
+        if self.mode == "simultaneous":
+            counts = envs_per_task or slot_counts(suite, num_envs)
+            if len(counts) != self.num_tasks or min(counts) < 1:
+                raise ValueError(f"need one or more slots for each of the {self.num_tasks} tasks, got {counts}")
+            self.num_envs = sum(counts)
+            self.backends = [make_backend(t, c) for t, c in zip(tasks, counts)]
+            bounds = np.cumsum([0] + counts)
+            self.slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+        else:
+            self.backends = [make_backend(t, self.num_envs) for t in tasks]
+            self.slices = [slice(0, self.num_envs)] * self.num_tasks
+        self.specs = [b.spec for b in self.backends]
+        self.spaces: UnifiedSpaces = unify(self.task_names, self.specs, suite.action_union, suite.source)
+        self.single_observation_space = self.spaces.observation_space
+        self.single_action_space = self.spaces.action_space
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
+
+        self.switch_every = switch_every or suite.switch_every
+        self.schedule = plan_schedule(suite, self.num_envs, self.switch_every)
+        self._seed: int | None = None
+        self.global_step = 0
+        self.phase = 0
+        self._set_slot_tables()
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    @property
+    def active_tasks(self) -> list[int]:
+        """Task indices stepped now."""
+        return [self.schedule[self.phase].task_index] if self.schedule else list(range(self.num_tasks))
+
+    def _set_slot_tables(self) -> None:
+        self.task_id = np.zeros(self.num_envs, np.int64)
+        for k in self.active_tasks:
+            self.task_id[self.slices[k]] = k
+        self.action_mask = self.spaces.action_masks[self.task_id]
+
+    def _task_seed(self, k: int) -> int | None:
+        return None if self._seed is None else self._seed + SEED_STRIDE * (k + 1) + SEED_STRIDE * 97 * self.phase
+
+    def _new_obs(self) -> np.ndarray:
+        return np.zeros((self.num_envs, *self.single_observation_space.shape), self.single_observation_space.dtype)
+
+    def _put(self, obs: np.ndarray, k: int, task_obs: np.ndarray) -> None:
+        sl = self.slices[k]
+        if task_obs.shape[1:] == obs.shape[1:]:
+            obs[sl] = task_obs
+        else:  # pad channels (pixels) or features (vectors) with zeros
+            obs[sl, : task_obs.shape[1]] = task_obs
+
+    def _info(self) -> dict:
+        return {"task_id": self.task_id.copy(), "action_mask": self.action_mask.copy()}
+
+    # ------------------------------------------------------------------ gymnasium API
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self._seed = seed
+        self.global_step, self.phase = 0, 0
+        self._set_slot_tables()
+        obs = self._new_obs()
+        for k in self.active_tasks:
+            self._put(obs, k, self.backends[k].reset(seed=self._task_seed(k)))
+        self._ep_return = np.zeros(self.num_envs, np.float64)
+        self._ep_length = np.zeros(self.num_envs, np.int64)
+        return obs, self._info()
+
+    def step(self, actions):
+        actions = np.asarray(actions)
+        n = self.num_envs
+        obs = self._new_obs()
+        raw = np.zeros(n, np.float32)
+        reward = np.zeros(n, np.float32)
+        terminated = np.zeros(n, bool)
+        truncated = np.zeros(n, bool)
+        episode_end = np.zeros(n, bool)
+        final_obs = None
+        for k in self.active_tasks:
+            sl, spec, task = self.slices[k], self.specs[k], self.tasks[k]
+            if self.spaces.discrete:
+                local = self.spaces.to_local[k][actions[sl].astype(np.int64)]
+            else:
+                local = rescale_actions(actions[sl], spec)
+            res = self.backends[k].step(local)
+            self._put(obs, k, res.obs)
+            raw[sl] = res.reward
+            r = np.sign(res.reward) if task.reward.clip else res.reward
+            reward[sl] = r * task.reward.scale if task.reward.scale != 1.0 else r
+            terminated[sl], truncated[sl], episode_end[sl] = res.terminated, res.truncated, res.episode_end
+            if res.final_obs is not None:
+                if final_obs is None:
+                    final_obs = self._new_obs()
+                self._put(final_obs, k, res.final_obs)
+
+        info = {"raw_reward": raw, "episode_end": episode_end}
+        self._ep_return += raw
+        self._ep_length += 1
+        if episode_end.any():
+            info["episodes"] = self._finished_episodes(np.flatnonzero(episode_end))
+        self.global_step += n
+        if self.schedule and self.schedule[self.phase].end is not None and self.global_step >= self.schedule[self.phase].end:
+            final_obs, info["switch"] = self._switch(obs, final_obs, terminated, truncated)
+            obs = self._new_obs()
+            for k in self.active_tasks:
+                self._put(obs, k, self.backends[k].reset(seed=self._task_seed(k)))
+            self._ep_return[:] = 0
+            self._ep_length[:] = 0
+        if final_obs is not None:
+            info["final_obs"] = final_obs
+        info.update(self._info())
+        return obs, reward, terminated, truncated, info
+
+    def _finished_episodes(self, slots: np.ndarray) -> list[dict]:
+        out = []
+        for i in slots:
+            k = int(self.task_id[i])
+            ret = float(self._ep_return[i])
+            out.append({"task": self.task_names[k], "task_index": k, "slot": int(i), "return": ret,
+                        "normalized": self.tasks[k].normalization(ret), "length": int(self._ep_length[i])})
+        self._ep_return[slots] = 0
+        self._ep_length[slots] = 0
+        return out
+
+    def _switch(self, obs, final_obs, terminated, truncated):
+        """Cut every running episode of the old task and move to the next phase."""
+        old = self.schedule[self.phase]
+        cut = ~(terminated | truncated)
+        if final_obs is None:
+            final_obs = self._new_obs()
+        final_obs[cut] = obs[cut]
+        truncated |= cut
+        self.phase += 1
+        new = self.schedule[self.phase]
+        self._set_slot_tables()
+        event = {"from": self.task_names[old.task_index], "to": self.task_names[new.task_index],
+                 "phase": new.index, "step": self.global_step}
+        return final_obs, event
+
+    def close_extras(self, **kwargs):
+        for b in self.backends:
+            b.close()
+

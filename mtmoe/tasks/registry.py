@@ -1,0 +1,156 @@
+"""Where tasks and suites come from: YAML folders and Python registrations.
+
+Search path, in order: the built-in `tasks/` folder, the folders in ``MTMOE_TASKS_PATH``
+(``os.pathsep``-separated), then any ``--tasks-dir``. In each folder, ``*.yaml`` files hold
+tasks (one mapping with an ``id``, or ``tasks: [...]`` with optional ``defaults:`` merged into
+each) and ``suites/*.yaml`` files hold one suite each.
+
+Collisions: a task or suite whose id is already defined by an earlier folder (a built-in one,
+say) is an error naming both files, unless the later definition sets ``override: true``; then
+it replaces the earlier one, and ``mtmoe tasks`` shows where each id comes from.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+import mtmoe.tasks.backends  # noqa: F401  (registers the built-in backends)
+from mtmoe.errors import ConfigError
+from mtmoe.tasks.schema import SuiteSpec, TaskSpec, check_suite, parse_suite, parse_task
+
+BUILTIN_DIR = Path(__file__).resolve().parents[2] / "tasks"
+ENV_VAR = "MTMOE_TASKS_PATH"
+
+_PY_TASKS: list[tuple[TaskSpec, bool]] = []
+_PY_SUITES: list[tuple[SuiteSpec, bool]] = []
+
+
+def register_task(task: TaskSpec | dict[str, Any], override: bool = False) -> TaskSpec:
+    """Register a task from Python (a TaskSpec or the same mapping a YAML file holds)."""
+    if isinstance(task, dict):
+        task, flag = parse_task(task, source="<python>")
+        override = override or flag
+    _PY_TASKS.append((task, override))
+    return task
+
+
+def register_suite(suite: SuiteSpec | dict[str, Any], override: bool = False) -> SuiteSpec:
+    """Register a suite from Python (a SuiteSpec or a suite mapping)."""
+    if isinstance(suite, dict):
+        suite, flag = parse_suite(suite, source="<python>")
+        override = override or flag
+    else:
+        check_suite(suite)
+    _PY_SUITES.append((suite, override))
+    return suite
+
+
+@dataclass
+class Registry:
+    tasks: dict[str, TaskSpec] = field(default_factory=dict)
+    suites: dict[str, SuiteSpec] = field(default_factory=dict)
+    overridden: dict[str, str] = field(default_factory=dict)
+    """id -> the source it replaced (for display)."""
+
+    def task(self, task_id: str) -> TaskSpec:
+        if task_id not in self.tasks:
+            raise ConfigError("mtmoe", "", f"unknown task {task_id!r} (see `mtmoe tasks`)")
+        return self.tasks[task_id]
+
+    def suite(self, name: str) -> SuiteSpec:
+        if name not in self.suites:
+            close = [s for s in self.suites if name.split("-")[0] in s]
+            hint = f"; did you mean {', '.join(close)}?" if close else " (see `mtmoe suites`)"
+            raise ConfigError("mtmoe", "", f"unknown suite {name!r}{hint}")
+        return self.suites[name]
+
+    def _add(self, table: dict, spec: Any, key: str, override: bool, kind: str) -> None:
+        if key in table and not override:
+            raise ConfigError(
+                spec.source, "id" if kind == "task" else "name",
+                f"{kind} {key!r} is already defined in {table[key].source} (set 'override: true' to replace it)")
+        if key in table:
+            self.overridden[key] = table[key].source
+        table[key] = spec
+
+    def add_task(self, spec: TaskSpec, override: bool = False) -> None:
+        self._add(self.tasks, spec, spec.id, override, "task")
+
+    def add_suite(self, spec: SuiteSpec, override: bool = False) -> None:
+        self._add(self.suites, spec, spec.name, override, "suite")
+
+    def check_references(self) -> None:
+        for suite in self.suites.values():
+            for t in suite.tasks:
+                if t not in self.tasks:
+                    raise ConfigError(suite.source, "tasks", f"unknown task {t!r}")
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "?"
+        raise ConfigError(str(path), "", f"not valid YAML ({where}: {getattr(e, 'problem', e)})") from None
+
+
+def read_task_file(path: Path) -> list[tuple[TaskSpec, bool]]:
+    data = _load_yaml(path)
+    source = str(path)
+    if isinstance(data, dict) and "tasks" in data:
+        extra = set(data) - {"tasks", "defaults"}
+        if extra:
+            raise ConfigError(source, sorted(extra)[0], "unknown key (a task family file has only 'defaults' and 'tasks')")
+        defaults = data.get("defaults") or {}
+        if not isinstance(defaults, dict):
+            raise ConfigError(source, "defaults", "expected a mapping")
+        if not isinstance(data["tasks"], list) or not data["tasks"]:
+            raise ConfigError(source, "tasks", "expected a non-empty list of tasks")
+        out = []
+        for i, item in enumerate(data["tasks"]):
+            if not isinstance(item, dict):
+                raise ConfigError(source, f"tasks[{i}]", "expected a mapping")
+            out.append(parse_task(_merge(defaults, item), source, prefix=f"tasks[{i}]"))
+        return out
+    return [parse_task(data, source)]
+
+
+def _merge(base: dict, top: dict) -> dict:
+    merged = dict(base)
+    for k, v in top.items():
+        merged[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return merged
+
+
+def search_path(tasks_dirs: Iterable[str | Path] = ()) -> list[Path]:
+    dirs = [BUILTIN_DIR]
+    dirs += [Path(p) for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
+    dirs += [Path(p) for p in tasks_dirs]
+    for d in dirs[1:]:
+        if not d.is_dir():
+            raise ConfigError(str(d), "", "tasks folder does not exist")
+    return dirs
+
+
+def load_registry(tasks_dirs: Iterable[str | Path] = ()) -> Registry:
+    """Read every folder on the search path, then the Python registrations."""
+    reg = Registry()
+    for folder in search_path(tasks_dirs):
+        for path in sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")):
+            for spec, override in read_task_file(path):
+                reg.add_task(spec, override)
+        for path in sorted((folder / "suites").glob("*.y*ml")):
+            spec, override = parse_suite(_load_yaml(path), str(path))
+            reg.add_suite(spec, override)
+    for spec, override in _PY_TASKS:
+        reg.add_task(spec, override)
+    for spec, override in _PY_SUITES:
+        reg.add_suite(spec, override)
+    reg.check_references()
+    return reg

@@ -1,0 +1,93 @@
+"""Tables the CLI prints about tasks and suites (rich tables; plain text when piped)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from mtmoe.tasks.registry import BUILTIN_DIR, load_registry
+
+def _isatty() -> bool:
+    import sys
+
+    return sys.stdout.isatty()
+
+
+console = Console(width=None if _isatty() else 160)
+
+
+def _where(source: str) -> str:
+    return "built-in" if source.startswith(str(BUILTIN_DIR)) else source
+
+
+def tasks_table(tasks_dirs, backend: str | None = None) -> None:
+    reg = load_registry(tasks_dirs)
+    table = Table(title=f"{len(reg.tasks)} tasks", show_lines=False)
+    for col in ("id", "backend", "env", "budget", "normalization", "from"):
+        table.add_column(col, no_wrap=col != "from", overflow="fold")
+    for t in sorted(reg.tasks.values(), key=lambda t: (t.backend, t.id)):
+        if backend and t.backend != backend:
+            continue
+        norm = "raw" if t.normalization.source.startswith("none") else f"[{t.normalization.low:g}, {t.normalization.high:g}]"
+        where = _where(t.source) + (" (overrides)" if t.id in reg.overridden else "")
+        table.add_row(t.id, t.backend, t.env, f"{t.budget:,}", norm, where)
+    console.print(table)
+
+
+def suites_table(tasks_dirs) -> None:
+    reg = load_registry(tasks_dirs)
+    table = Table(title=f"{len(reg.suites)} suites")
+    for col in ("suite", "mode", "tasks", "slots", "algo", "default budget", "description"):
+        table.add_column(col, no_wrap=col != "description", overflow="fold")
+    for s in sorted(reg.suites.values(), key=lambda s: s.name):
+        table.add_row(s.name, s.mode, str(len(s.tasks)), str(s.slots()), s.algo, f"{s.budget():,}", s.description)
+    console.print(table)
+
+
+def suite_show(name: str, tasks_dirs, steps=None, budget=None, num_envs=None) -> None:
+    from mtmoe.tasks.mixture import make_backend, plan_schedule, slot_counts
+    from mtmoe.tasks.spaces import unify
+
+    reg = load_registry(tasks_dirs)
+    suite = reg.suite(name)
+    tasks = [reg.task(t) for t in suite.tasks]
+    steps = steps or suite.budget(budget)
+    slots = num_envs or suite.slots()
+    console.print(f"[bold]{suite.name}[/bold] — {suite.description}")
+    console.print(f"mode: {suite.mode}; env slots: {slots}; algo: {suite.algo} (preset {suite.preset or '-'}); "
+                  f"task-id input: {'on' if suite.task_id_input else 'off'}; from {_where(suite.source)}")
+    console.print("budgets: " + ", ".join(f"{k}={v:,}" for k, v in suite.budgets.items()) + f"; this view: {steps:,} env steps")
+
+    specs = []
+    with console.status("building one env per task to read its spaces…"):
+        for t in tasks:
+            backend = make_backend(t, 1)
+            specs.append(backend.spec)
+            backend.close()
+    spaces = unify(list(suite.tasks), specs, suite.action_union, suite.source)
+    table = Table(title="tasks")
+    for col in ("#", "task", "backend", "env", "observation", "actions", "normalization"):
+        table.add_column(col, overflow="fold")
+    for k, (t, sp) in enumerate(zip(tasks, specs)):
+        acts = f"{sp.n_actions} discrete" if sp.action_kind == "discrete" else f"{sp.action_dim}-dim continuous"
+        norm = t.normalization.source if not t.normalization.source.startswith("none") else "raw"
+        table.add_row(str(k), t.id, t.backend, t.env, "x".join(map(str, sp.obs_shape)), acts, norm)
+    console.print(table)
+
+    obs = spaces.observation_space
+    console.print(f"unified observation: {obs.dtype} {tuple(obs.shape)}; "
+                  f"unified actions: {spaces.action_space}"
+                  + (f" ({', '.join(spaces.action_names)})" if spaces.action_names else ""))
+    for k, t in enumerate(tasks):
+        console.print(f"  action mask {t.id}: {''.join('1' if m else '0' for m in spaces.action_masks[k])}")
+
+    if suite.mode == "sequential":
+        every = suite.resolve_switch_every(steps, slots)
+        schedule = plan_schedule(suite, slots, every)
+        console.print(f"schedule: switch every {every:,} env steps, order {' → '.join(suite.order)}, {suite.cycles} cycle(s)")
+        for p in schedule:
+            end = "end of run" if p.end is None else f"{p.end:,}"
+            console.print(f"  phase {p.index}: {suite.tasks[p.task_index]:<28} steps {p.start:>12,} – {end}")
+    else:
+        counts = slot_counts(suite, num_envs)
+        console.print("schedule: every task every step; slots " + ", ".join(f"{t.id}={c}" for t, c in zip(tasks, counts)))
