@@ -35,7 +35,44 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--budget", help="a named budget of the suite")
     show.add_argument("--num-envs", type=int, help="env slots (default: the suite's)")
     _tasks_dir_arg(show)
+    p = sub.add_parser("run", help="one training run", description="Train one agent on a suite and write its results "
+                       "folder (config.json, metrics.jsonl, tb/, summary.json).")
+    p.add_argument("--suite", required=True, help="suite name (see `mtmoe suites`)")
+    p.add_argument("--algo", choices=["ppo", "sac"], help="default: the suite's")
+    p.add_argument("--preset", help="configs/<preset>.yaml (default: the suite's)")
+    p.add_argument("--placement", choices=["none", "actor", "critic", "both"], help="towers that get MoE layers")
+    p.add_argument("--position", choices=["penultimate", "final", "all", "big"], help="where in a tower")
+    p.add_argument("--moe", help="MoE kind: softmoe | topk | task | dense")
+    p.add_argument("--experts", type=int, help="number of experts")
+    p.add_argument("--expert-width", type=int, help="hidden size of each expert")
+    p.add_argument("--tokenizer", help="per_conv | per_feature | per_sample | per_patch | split")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, help="env steps (default: the suite's budget)")
+    p.add_argument("--budget", help="a named budget of the suite (see `mtmoe suites show`)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--out", default="results", help="results root (default: results/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. ppo.learning_rate=1e-3 (repeatable)")
+    _tasks_dir_arg(p)
     return parser
+
+
+def _run(args) -> None:
+    from pathlib import Path
+
+    from mtmoe.runner.config import compose
+    from mtmoe.runner.run import train
+    from mtmoe.tasks.registry import load_registry
+
+    reg = load_registry(args.tasks_dir)
+    flags = {"placement": args.placement, "position": args.position, "moe": args.moe, "num_experts": args.experts,
+             "expert_width": args.expert_width, "tokenizer": args.tokenizer}
+    cfg, _ = compose(reg, args.suite, preset=args.preset, algo=args.algo, steps=args.steps, budget=args.budget,
+                     seed=args.seed, device=args.device, net_flags=flags, sets=args.set)
+    run_dir = train(cfg, reg, Path(args.out))
+    from mtmoe import views
+
+    views.run_summary(run_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             views.suite_show(args.name, args.tasks_dir, steps=args.steps, budget=args.budget, num_envs=args.num_envs)
         elif args.command == "suites":
             views.suites_table(args.tasks_dir)
+        elif args.command == "run":
+            _run(args)
     except MtmoeError as e:
         print(f"mtmoe: error: {e}", file=sys.stderr)
         return 2

@@ -91,3 +91,22 @@ def suite_show(name: str, tasks_dirs, steps=None, budget=None, num_envs=None) ->
     else:
         counts = slot_counts(suite, num_envs)
         console.print("schedule: every task every step; slots " + ", ".join(f"{t.id}={c}" for t, c in zip(tasks, counts)))
+
+
+def run_summary(run_dir) -> None:
+    """The end-of-run table: per-task returns early in the run and at the end."""
+    import json
+    from pathlib import Path
+
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    table = Table(title=f"{summary['suite']} · {summary['algo']} · placement {summary['placement']} · seed {summary['seed']}")
+    for col in ("task", "episodes", "first return", "final return (last 20)", "final normalized"):
+        table.add_column(col)
+    for t, final in summary["final_return"].items():
+        first = summary["first_return"].get(t)
+        norm = summary["final_normalized"].get(t)
+        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        table.add_row(t, str(summary["episodes"].get(t, 0)), fmt(first), fmt(final), fmt(norm))
+    console.print(table)
+    console.print(f"{summary['steps']:,} env steps in {summary['wall_time_s']:.0f} s "
+                  f"({summary['steps_per_s']:,.0f} steps/s on {summary['device']}); results in {run_dir}")

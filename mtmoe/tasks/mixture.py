@@ -24,7 +24,7 @@ import numpy as np
 
 from mtmoe.tasks.backend import BACKENDS, VecBackend
 from mtmoe.tasks.schema import SuiteSpec, TaskSpec
-from mtmoe.tasks.spaces import UnifiedSpaces, rescale_actions, unify
+from mtmoe.tasks.spaces import ActionRescaler, UnifiedSpaces, unify
 
 SEED_STRIDE = 10_007  # keeps the seed streams of different tasks and phases apart
 
@@ -92,6 +92,7 @@ class TaskMixture(gym.vector.VectorEnv):
             self.slices = [slice(0, self.num_envs)] * self.num_tasks
         self.specs = [b.spec for b in self.backends]
         self.spaces: UnifiedSpaces = unify(self.task_names, self.specs, suite.action_union, suite.source)
+        self.rescalers = [ActionRescaler(s) for s in self.specs] if not self.spaces.discrete else []
         self.single_observation_space = self.spaces.observation_space
         self.single_action_space = self.spaces.action_space
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
@@ -116,6 +117,7 @@ class TaskMixture(gym.vector.VectorEnv):
         for k in self.active_tasks:
             self.task_id[self.slices[k]] = k
         self.action_mask = self.spaces.action_masks[self.task_id]
+        self.task_id.flags.writeable = self.action_mask.flags.writeable = False
 
     def _task_seed(self, k: int) -> int | None:
         return None if self._seed is None else self._seed + SEED_STRIDE * (k + 1) + SEED_STRIDE * 97 * self.phase
@@ -131,7 +133,8 @@ class TaskMixture(gym.vector.VectorEnv):
             obs[sl, : task_obs.shape[1]] = task_obs
 
     def _info(self) -> dict:
-        return {"task_id": self.task_id.copy(), "action_mask": self.action_mask.copy()}
+        # read-only arrays, replaced (never changed in place) at a switch: safe to keep
+        return {"task_id": self.task_id, "action_mask": self.action_mask}
 
     # ------------------------------------------------------------------ gymnasium API
 
@@ -147,39 +150,51 @@ class TaskMixture(gym.vector.VectorEnv):
         self._ep_length = np.zeros(self.num_envs, np.int64)
         return obs, self._info()
 
+    def _local_actions(self, k: int, actions: np.ndarray) -> np.ndarray:
+        a = actions[self.slices[k]]
+        return self.spaces.to_local[k][a.astype(np.int64)] if self.spaces.discrete else self.rescalers[k](a)
+
+    def _training_reward(self, raw: np.ndarray, k: int) -> np.ndarray:
+        handling = self.tasks[k].reward
+        r = np.sign(raw) if handling.clip else raw.copy()
+        return r * handling.scale if handling.scale != 1.0 else r
+
+    def _padded(self, k: int, task_obs: np.ndarray | None) -> np.ndarray | None:
+        if task_obs is None or task_obs.shape[1:] == self.single_observation_space.shape:
+            return task_obs  # backends hand over fresh arrays: no copy needed
+        obs = self._new_obs()
+        self._put(obs, k, task_obs)
+        return obs
+
     def step(self, actions):
         actions = np.asarray(actions)
-        n = self.num_envs
-        obs = self._new_obs()
-        raw = np.zeros(n, np.float32)
-        reward = np.zeros(n, np.float32)
-        terminated = np.zeros(n, bool)
-        truncated = np.zeros(n, bool)
-        episode_end = np.zeros(n, bool)
-        final_obs = None
-        for k in self.active_tasks:
-            sl, spec, task = self.slices[k], self.specs[k], self.tasks[k]
-            if self.spaces.discrete:
-                local = self.spaces.to_local[k][actions[sl].astype(np.int64)]
-            else:
-                local = rescale_actions(actions[sl], spec)
-            res = self.backends[k].step(local)
-            self._put(obs, k, res.obs)
-            raw[sl] = res.reward
-            r = np.sign(res.reward) if task.reward.clip else res.reward
-            reward[sl] = r * task.reward.scale if task.reward.scale != 1.0 else r
-            terminated[sl], truncated[sl], episode_end[sl] = res.terminated, res.truncated, res.episode_end
-            if res.final_obs is not None:
-                if final_obs is None:
-                    final_obs = self._new_obs()
-                self._put(final_obs, k, res.final_obs)
+        active = self.active_tasks
+        results = [self.backends[k].step(self._local_actions(k, actions)) for k in active]
+        if len(active) == 1:  # one task on every slot (sequential, single task): no gathering
+            k, res = active[0], results[0]
+            obs, final_obs = self._padded(k, res.obs), self._padded(k, res.final_obs)
+            raw, terminated, truncated, episode_end = res.reward, res.terminated, res.truncated, res.episode_end
+            reward = self._training_reward(raw, k)
+        else:
+            obs, final_obs = self._new_obs(), None
+            for k, res in zip(active, results):
+                self._put(obs, k, res.obs)
+                if res.final_obs is not None:
+                    if final_obs is None:
+                        final_obs = self._new_obs()
+                    self._put(final_obs, k, res.final_obs)
+            raw = np.concatenate([r.reward for r in results])
+            reward = np.concatenate([self._training_reward(r.reward, k) for k, r in zip(active, results)])
+            terminated = np.concatenate([r.terminated for r in results])
+            truncated = np.concatenate([r.truncated for r in results])
+            episode_end = np.concatenate([r.episode_end for r in results])
 
         info = {"raw_reward": raw, "episode_end": episode_end}
         self._ep_return += raw
         self._ep_length += 1
         if episode_end.any():
             info["episodes"] = self._finished_episodes(np.flatnonzero(episode_end))
-        self.global_step += n
+        self.global_step += self.num_envs
         if self.schedule and self.schedule[self.phase].end is not None and self.global_step >= self.schedule[self.phase].end:
             final_obs, info["switch"] = self._switch(obs, final_obs, terminated, truncated)
             obs = self._new_obs()

@@ -214,11 +214,6 @@ def atari_scores() -> dict[str, tuple[float, float]]:
     return {r["game"]: (float(r["random"]), float(r["human"])) for r in csv.DictReader(rows)}
 
 
-def atari_source() -> str:
-    first = ATARI_TABLE.read_text().splitlines()[0]
-    return first.lstrip("# ").strip() if first.startswith("#") else "DQN Zoo atari_data.py"
-
-
 def _normalization(data: Any, env: str, source: str, prefix: str) -> Normalization:
     if data is None:
         return Normalization()
@@ -228,7 +223,7 @@ def _normalization(data: Any, env: str, source: str, prefix: str) -> Normalizati
         if game not in scores:
             raise ConfigError(source, prefix, f"no human/random scores for Atari game {game!r} in {ATARI_TABLE.name}")
         low, high = scores[game]
-        return Normalization(low=low, high=high, source=f"random/human, {atari_source()}")
+        return Normalization(low=low, high=high, source="random/human, DQN Zoo atari_data.py")
     norm = _read_dataclass(Normalization, data, source, prefix)
     if norm.high == norm.low:
         raise ConfigError(source, prefix + ".high", "must differ from low")

@@ -81,8 +81,15 @@ def unify(task_ids: list[str], specs: list[BackendSpec], action_union: str = "se
     return UnifiedSpaces(obs_space, gym.spaces.Discrete(n_union), masks, to_local, tuple(names) if semantic else None)
 
 
-def rescale_actions(actions: np.ndarray, spec: BackendSpec) -> np.ndarray:
-    """[-1, 1] policy actions (first `dim` entries) -> the task's own bounds, clipped."""
-    low, high = np.asarray(spec.action_low, np.float32), np.asarray(spec.action_high, np.float32)
-    a = np.clip(actions[:, : spec.action_dim], -1.0, 1.0)
-    return low + (a + 1.0) * 0.5 * (high - low)
+class ActionRescaler:
+    """[-1, 1] policy actions (first `dim` entries) -> a task's own bounds, clipped first."""
+
+    def __init__(self, spec: BackendSpec):
+        self.dim = spec.action_dim
+        self.low = np.asarray(spec.action_low, np.float32)
+        self.half_range = (np.asarray(spec.action_high, np.float32) - self.low) / 2
+        self.identity = bool(np.all(self.low == -1) and np.all(self.half_range == 1))
+
+    def __call__(self, actions: np.ndarray) -> np.ndarray:
+        a = np.minimum(np.maximum(actions[:, : self.dim], -1.0), 1.0)
+        return a if self.identity else self.low + (a + 1.0) * self.half_range

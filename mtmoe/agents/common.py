@@ -1,0 +1,36 @@
+"""Small pieces the agents share."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def to_device(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """numpy -> tensor on `device`; on CUDA through pinned memory, without blocking the host."""
+    x = np.ascontiguousarray(x)
+    t = torch.from_numpy(x if x.flags.writeable else x.copy())  # the mixture's slot tables are read-only
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
+class RunningMeanStd:
+    """Running mean/variance per task (Chan et al. parallel update)."""
+
+    def __init__(self, num_tasks: int = 1):
+        self.mean = np.zeros(num_tasks)
+        self.var = np.ones(num_tasks)
+        self.count = np.full(num_tasks, 1e-4)
+
+    def update(self, x: np.ndarray, task: int = 0) -> None:
+        n, mean, var = len(x), x.mean(), x.var()
+        delta = mean - self.mean[task]
+        total = self.count[task] + n
+        self.mean[task] += delta * n / total
+        m2 = self.var[task] * self.count[task] + var * n + delta**2 * self.count[task] * n / total
+        self.var[task], self.count[task] = m2 / total, total
+
+    def update_per_task(self, x: np.ndarray, task_id: np.ndarray) -> None:
+        for k in np.unique(task_id):
+            self.update(x[task_id == k], int(k))

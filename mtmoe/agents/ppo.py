@@ -1,0 +1,240 @@
+"""PPO (Schulman et al. 2017) on a task mixture, discrete or continuous, CPU or CUDA.
+
+Reads top to bottom like CleanRL's ppo.py, with what mixtures need on top:
+- discrete: logits over the union action set, masked per slot (invalid actions get -inf);
+- continuous: a Gaussian over the union dims; log-probs and entropies count active dims only;
+- truncated episodes (time limits, task switches) bootstrap from V(final_obs);
+- optional per-task reward scaling (tasks' reward scales differ by orders of magnitude);
+- MoE auxiliary losses (load balancing) are added to the objective.
+
+The rollout buffer lives on the agent's device; statistics stay tensors until one transfer
+per update, so the CUDA path has no per-step host sync beyond handing actions to the envs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from mtmoe.agents.common import RunningMeanStd, to_device
+
+
+@dataclass
+class PPOConfig:
+    num_steps: int = 128
+    """Env steps per slot per rollout."""
+    learning_rate: float = 2.5e-4
+    """Adam learning rate."""
+    anneal_lr: bool = True
+    """Linearly decay the learning rate to 0 over the run."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    num_minibatches: int = 4
+    """Minibatches per epoch."""
+    update_epochs: int = 4
+    """Passes over each rollout."""
+    norm_adv: bool = True
+    """Normalize advantages per minibatch."""
+    clip_coef: float = 0.1
+    """Policy ratio clip."""
+    clip_vloss: bool = True
+    """Clip the value loss as in CleanRL/PPO2."""
+    ent_coef: float = 0.01
+    """Entropy bonus coefficient."""
+    vf_coef: float = 0.5
+    """Value loss coefficient."""
+    max_grad_norm: float = 0.5
+    """Global gradient norm clip."""
+    target_kl: float | None = None
+    """Stop the epochs of an update early when the approx. KL exceeds this."""
+    aux_coef: float = 1.0
+    """Weight of the networks' auxiliary (MoE load-balancing) losses."""
+    per_task_reward_norm: bool = False
+    """Scale each task's rewards by the running std of its discounted return."""
+    adam_eps: float = 1e-5
+    """Adam epsilon."""
+
+
+class PPO:
+    """`for stats in PPO(...).iterate(total_steps): ...` runs one rollout + update per item."""
+
+    def __init__(self, env, net: nn.Module, cfg: PPOConfig, device: torch.device | str = "cpu", seed: int = 0):
+        self.env, self.net, self.cfg = env, net, cfg
+        self.device = torch.device(device)
+        self.discrete = hasattr(env.single_action_space, "n")
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.seed = seed
+        n, t = env.num_envs, cfg.num_steps
+        obs_space = env.single_observation_space
+        buf = lambda *shape, dtype=torch.float32: torch.zeros(shape, dtype=dtype, device=self.device)  # noqa: E731
+        self.obs = buf(t, n, *obs_space.shape, dtype=torch.from_numpy(np.zeros(0, obs_space.dtype)).dtype)
+        self.task = buf(t, n, dtype=torch.long)
+        self.mask = buf(t, n, *env.action_mask.shape[1:], dtype=torch.bool) if hasattr(env, "action_mask") else None
+        act_shape = () if self.discrete else env.single_action_space.shape
+        self.actions = buf(t, n, *act_shape, dtype=torch.long if self.discrete else torch.float32)
+        self.logprobs, self.rewards, self.dones, self.values = buf(t, n), buf(t, n), buf(t, n), buf(t, n)
+        self.reward_rms = RunningMeanStd(getattr(env, "num_tasks", 1))
+        self._disc_return = np.zeros(n, np.float64)
+        self.global_step = 0
+        self.next_obs = None
+
+    # ------------------------------------------------------------------ policy
+
+    def _masked_logits(self, logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return logits if mask is None else logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+
+    def _dist_stats(self, obs, task, mask, action=None):
+        """(action, log_prob, entropy) for a batch; samples when `action` is None."""
+        if self.discrete:
+            logits = self._masked_logits(self.net.actor(obs, task), mask)
+            logp_all = torch.log_softmax(logits, -1)
+            if action is None:  # Gumbel-max sampling: one kernel, no Categorical object
+                u = torch.rand(logits.shape, generator=self.generator, device=logits.device)
+                action = torch.argmax(logits - torch.log(-torch.log(u.clamp_min(1e-20))), -1)
+            p = logp_all.exp()
+            entropy = -(p * torch.where(p > 0, logp_all, torch.zeros_like(logp_all))).sum(-1)
+            return action, logp_all.gather(-1, action.unsqueeze(-1)).squeeze(-1), entropy
+        mean, log_std = self.net.actor(obs, task)
+        log_std = log_std.expand_as(mean)
+        std = log_std.exp()
+        if action is None:
+            action = mean + std * torch.randn(mean.shape, generator=self.generator, device=mean.device)
+        active = mask.float() if mask is not None else torch.ones_like(mean)
+        logp = -((action - mean) ** 2) / (2 * std**2) - log_std - 0.5 * math.log(2 * math.pi)
+        entropy = log_std + 0.5 * (1.0 + math.log(2 * math.pi))
+        return action, (logp * active).sum(-1), (entropy * active).sum(-1)
+
+    # ------------------------------------------------------------------ loop
+
+    def reset(self):
+        obs, info = self.env.reset(seed=self.seed)
+        self.next_obs, self.next_info = obs, info
+        self.next_done = torch.zeros(self.env.num_envs, device=self.device)
+
+    def rollout(self) -> dict:
+        cfg, env = self.cfg, self.env
+        episodes, switches = [], []
+        for step in range(cfg.num_steps):
+            obs = to_device(self.next_obs, self.device)
+            task = to_device(self.next_info["task_id"], self.device)
+            mask = to_device(self.next_info["action_mask"], self.device) if self.mask is not None else None
+            self.obs[step], self.task[step], self.dones[step] = obs, task, self.next_done
+            if mask is not None:
+                self.mask[step] = mask
+            with torch.no_grad():
+                action, logp, _ = self._dist_stats(obs, task, mask)
+                self.values[step] = self.net.critic(obs, task)
+            self.actions[step], self.logprobs[step] = action, logp
+            next_obs, reward, term, trunc, info = env.step(action.cpu().numpy())
+            reward = self._scale_rewards(reward, term | trunc, self.next_info["task_id"])
+            if trunc.any():  # bootstrap time limits / task switches from the value of the last obs
+                reward = reward + cfg.gamma * self._final_values(info["final_obs"], trunc & ~term)
+            self.rewards[step] = to_device(reward.astype(np.float32), self.device)
+            self.next_done = to_device((term | trunc).astype(np.float32), self.device)
+            self.next_obs, self.next_info = next_obs, info
+            episodes += info.get("episodes", [])
+            if "switch" in info:
+                switches.append(info["switch"])
+        self.global_step += cfg.num_steps * env.num_envs
+        return {"episodes": episodes, "switches": switches}
+
+    def _scale_rewards(self, reward: np.ndarray, done: np.ndarray, task_id: np.ndarray) -> np.ndarray:
+        if not self.cfg.per_task_reward_norm:
+            return reward
+        self._disc_return = self._disc_return * self.cfg.gamma + reward
+        self.reward_rms.update_per_task(self._disc_return, task_id)
+        self._disc_return[done] = 0.0
+        return (reward / np.sqrt(self.reward_rms.var[task_id] + 1e-8)).astype(np.float32)
+
+    def _final_values(self, final_obs: np.ndarray, which: np.ndarray) -> np.ndarray:
+        idx = np.flatnonzero(which)
+        out = np.zeros(len(which), np.float32)
+        with torch.no_grad():
+            obs = to_device(final_obs[idx], self.device)
+            task = to_device(self.next_info["task_id"][idx], self.device)
+            out[idx] = self.net.critic(obs, task).float().cpu().numpy()
+        return out
+
+    def advantages(self) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        with torch.no_grad():
+            next_value = self.net.critic(to_device(self.next_obs, self.device), to_device(self.next_info["task_id"], self.device))
+            adv = torch.zeros_like(self.rewards)
+            last = torch.zeros_like(next_value)
+            for t in reversed(range(cfg.num_steps)):
+                not_done = 1.0 - (self.next_done if t == cfg.num_steps - 1 else self.dones[t + 1])
+                nv = next_value if t == cfg.num_steps - 1 else self.values[t + 1]
+                delta = self.rewards[t] + cfg.gamma * nv * not_done - self.values[t]
+                last = delta + cfg.gamma * cfg.gae_lambda * not_done * last
+                adv[t] = last
+        return adv, adv + self.values
+
+    def update(self, advantages: torch.Tensor, returns: torch.Tensor) -> dict:
+        cfg = self.cfg
+        flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731
+        b_obs, b_task, b_act, b_logp = flat(self.obs), flat(self.task), flat(self.actions), flat(self.logprobs)
+        b_mask = flat(self.mask) if self.mask is not None else None
+        b_adv, b_ret, b_val = flat(advantages), flat(returns), flat(self.values)
+        batch = b_obs.shape[0]
+        mb = batch // cfg.num_minibatches
+        stats = torch.zeros(7, device=self.device)  # pg, v, ent, aux, kl, clipfrac, count
+        for _ in range(cfg.update_epochs):
+            perm = torch.randperm(batch, generator=self.generator, device=self.device)
+            for start in range(0, batch, mb):
+                idx = perm[start:start + mb]
+                m = b_mask[idx] if b_mask is not None else None
+                _, logp, entropy = self._dist_stats(b_obs[idx], b_task[idx], m, b_act[idx])
+                value = self.net.critic(b_obs[idx], b_task[idx])
+                aux = self.net.aux_loss()  # MoE layers of both towers, from the two forwards above
+                log_ratio = logp - b_logp[idx]
+                ratio = log_ratio.exp()
+                adv = b_adv[idx]
+                if cfg.norm_adv:
+                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+                if cfg.clip_vloss:
+                    v_clipped = b_val[idx] + (value - b_val[idx]).clamp(-cfg.clip_coef, cfg.clip_coef)
+                    v_loss = 0.5 * torch.max((value - b_ret[idx]) ** 2, (v_clipped - b_ret[idx]) ** 2).mean()
+                else:
+                    v_loss = 0.5 * ((value - b_ret[idx]) ** 2).mean()
+                ent = entropy.mean()
+                loss = pg_loss - cfg.ent_coef * ent + cfg.vf_coef * v_loss + cfg.aux_coef * aux
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1) - log_ratio).mean()
+                    clipfrac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
+                    stats += torch.stack([pg_loss.detach(), v_loss.detach(), ent.detach(), aux.detach().float(),
+                                          approx_kl, clipfrac, torch.ones((), device=self.device)])
+            if cfg.target_kl is not None and float(approx_kl) > cfg.target_kl:
+                break
+        s = (stats[:6] / stats[6]).tolist()
+        y_var = b_ret.var()
+        explained = float(1 - (b_ret - b_val).var() / y_var) if float(y_var) > 0 else float("nan")
+        return dict(zip(["policy_loss", "value_loss", "entropy", "aux_loss", "approx_kl", "clipfrac"], s),
+                    explained_variance=explained, learning_rate=self.optimizer.param_groups[0]["lr"])
+
+    def iterate(self, total_steps: int) -> Iterator[dict]:
+        """Rollout + update until `total_steps` env steps; yields per-iteration stats."""
+        if self.next_obs is None:
+            self.reset()
+        per_iter = self.cfg.num_steps * self.env.num_envs
+        num_iters = max(1, total_steps // per_iter)
+        while self.global_step < num_iters * per_iter:
+            it = self.global_step // per_iter
+            if self.cfg.anneal_lr:
+                self.optimizer.param_groups[0]["lr"] = self.cfg.learning_rate * (1.0 - it / num_iters)
+            data = self.rollout()
+            adv, ret = self.advantages()
+            stats = self.update(adv, ret)
+            yield {"global_step": self.global_step, **stats, **data}

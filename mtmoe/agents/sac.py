@@ -1,0 +1,222 @@
+"""SAC (Haarnoja et al. 2018) on a task mixture: continuous, and discrete (Christodoulou 2019).
+
+Reads top to bottom like CleanRL's sac_continuous_action.py / sac_atari.py, plus:
+- twin Q networks with Polyak-averaged targets, automatic temperature, optionally one
+  temperature per task (tasks differ in action dims and reward scale);
+- continuous: a tanh-squashed Gaussian over the union dims; log-probs count a task's active
+  dims only, inactive dims are zeroed before they reach the critics, and each task's target
+  entropy is minus its number of active dims;
+- discrete: masked logits over the union action set; a task's target entropy is
+  `target_entropy_scale * log(#valid actions)`;
+- truncation (time limits, task switches) bootstraps; only termination cuts the return.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mtmoe.agents.common import to_device
+from mtmoe.agents.replay import ReplayBuffer
+
+
+@dataclass
+class SACConfig:
+    buffer_size: int = 1_000_000
+    """Replay capacity in transitions."""
+    learning_starts: int = 100
+    """Env steps of uniform random actions before learning starts."""
+    batch_size: int = 256
+    """Minibatch size."""
+    gamma: float = 0.99
+    """Discount factor."""
+    tau: float = 0.005
+    """Polyak coefficient of the target critics."""
+    policy_lr: float = 3e-4
+    """Actor learning rate."""
+    q_lr: float = 3e-4
+    """Critic learning rate."""
+    alpha_lr: float = 3e-4
+    """Temperature learning rate."""
+    train_freq: int = 1
+    """Vector env steps between gradient phases."""
+    gradient_steps: int = 1
+    """Gradient steps per phase."""
+    policy_frequency: int = 1
+    """Actor/temperature update every this many critic updates."""
+    autotune: bool = True
+    """Learn the temperature."""
+    alpha: float = 1.0
+    """Initial temperature (SB3's 'auto' starts at 1.0)."""
+    per_task_alpha: bool = False
+    """One temperature per task instead of one for all."""
+    target_entropy_scale: float = 1.0
+    """Continuous: target = -scale * active dims; discrete: scale * log(#valid actions)."""
+    aux_coef: float = 1.0
+    """Weight of MoE auxiliary (load-balancing) losses."""
+    adam_eps: float = 1e-8
+    """Adam epsilon."""
+
+
+class SAC:
+    def __init__(self, env, actor: nn.Module, q1: nn.Module, q2: nn.Module, cfg: SACConfig,
+                 device: torch.device | str = "cpu", seed: int = 0):
+        self.env, self.cfg, self.seed = env, cfg, seed
+        self.device = torch.device(device)
+        self.discrete = hasattr(env.single_action_space, "n")
+        self.actor, self.q1, self.q2 = actor, q1, q2
+        self.q1_target, self.q2_target = copy.deepcopy(q1).requires_grad_(False), copy.deepcopy(q2).requires_grad_(False)
+        self.q_opt = torch.optim.Adam(list(q1.parameters()) + list(q2.parameters()), lr=cfg.q_lr, eps=cfg.adam_eps)
+        self.actor_opt = torch.optim.Adam(actor.parameters(), lr=cfg.policy_lr, eps=cfg.adam_eps)
+        num_tasks = getattr(env, "num_tasks", 1)
+        self.log_alpha = torch.full((num_tasks if cfg.per_task_alpha else 1,), math.log(cfg.alpha), device=self.device,
+                                    requires_grad=True)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr, eps=cfg.adam_eps)
+        masks = torch.as_tensor(env.spaces.action_masks, device=self.device)
+        valid = masks.sum(-1).float()
+        self.target_entropy = (cfg.target_entropy_scale * torch.log(valid)) if self.discrete else -cfg.target_entropy_scale * valid
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        act_space = env.single_action_space
+        self.buffer = ReplayBuffer(cfg.buffer_size, env.num_envs, env.single_observation_space.shape,
+                                   env.single_observation_space.dtype, () if self.discrete else act_space.shape,
+                                   np.int64 if self.discrete else np.float32, env.action_mask.shape[1:], self.device, seed)
+        self.rng = np.random.default_rng(seed)
+        self.global_step, self.num_updates = 0, 0
+        self.next_obs = None
+
+    # ------------------------------------------------------------------ policy
+
+    def alpha(self, task: torch.Tensor) -> torch.Tensor:
+        return self.log_alpha.exp()[task if self.cfg.per_task_alpha else torch.zeros_like(task)]
+
+    def policy(self, obs, task, mask):
+        """Continuous: (action, log_prob); discrete: (probs, log_probs) over all actions."""
+        if self.discrete:
+            logits = self.actor(obs, task).masked_fill(~mask, torch.finfo(torch.float32).min)
+            log_p = torch.log_softmax(logits, -1)
+            return log_p.exp(), log_p
+        mean, log_std = self.actor(obs, task)
+        std = log_std.exp()
+        u = mean + std * torch.randn(mean.shape, generator=self.generator, device=mean.device)
+        action = torch.tanh(u)
+        log_p = -((u - mean) ** 2) / (2 * std**2) - log_std - 0.5 * math.log(2 * math.pi)
+        log_p = log_p - torch.log(1 - action.pow(2) + 1e-6)
+        return action * mask, (log_p * mask).sum(-1)
+
+    def act(self, obs_np, info) -> np.ndarray:
+        if self.global_step < self.cfg.learning_starts:
+            if self.discrete:  # uniform over each slot's valid actions
+                logits = self.rng.random(info["action_mask"].shape) + info["action_mask"]
+                return np.argmax(logits, -1)
+            return self.rng.uniform(-1, 1, (self.env.num_envs, *self.env.single_action_space.shape)).astype(np.float32)
+        obs, task = to_device(obs_np, self.device), to_device(info["task_id"], self.device)
+        mask = to_device(info["action_mask"], self.device)
+        with torch.no_grad():
+            if self.discrete:
+                probs, _ = self.policy(obs, task, mask)
+                return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1).cpu().numpy()
+            action, _ = self.policy(obs, task, mask.float())
+        return action.cpu().numpy()
+
+    # ------------------------------------------------------------------ learning
+
+    def update(self) -> dict:
+        cfg = self.cfg
+        b = self.buffer.sample(cfg.batch_size)
+        obs, nxt, task = b["obs"], b["next_obs"], b["task"]
+        mask = b["mask"] if self.discrete else b["mask"].float()
+        not_done = 1.0 - b["terminated"]
+        with torch.no_grad():
+            if self.discrete:
+                p, log_p = self.policy(nxt, task, mask)
+                q_next = torch.min(self.q1_target(nxt, task_id=task), self.q2_target(nxt, task_id=task))
+                v_next = (p * (q_next - self.alpha(task)[:, None] * log_p)).sum(-1)
+            else:
+                a_next, log_p = self.policy(nxt, task, mask)
+                q_next = torch.min(self.q1_target(nxt, a_next, task_id=task), self.q2_target(nxt, a_next, task_id=task))
+                v_next = q_next - self.alpha(task) * log_p
+            target = b["rewards"] + cfg.gamma * not_done * v_next
+        if self.discrete:
+            q1 = self.q1(obs, task_id=task).gather(-1, b["actions"][:, None]).squeeze(-1)
+            q2 = self.q2(obs, task_id=task).gather(-1, b["actions"][:, None]).squeeze(-1)
+        else:
+            a = b["actions"] * mask
+            q1, q2 = self.q1(obs, a, task_id=task), self.q2(obs, a, task_id=task)
+        q_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target) + cfg.aux_coef * (self._aux(self.q1) + self._aux(self.q2))
+        self.q_opt.zero_grad(set_to_none=True)
+        q_loss.backward()
+        self.q_opt.step()
+        stats = {"q_loss": q_loss.detach(), "q_mean": q1.detach().mean()}
+
+        if self.num_updates % cfg.policy_frequency == 0:
+            alpha = self.alpha(task).detach()
+            if self.discrete:
+                p, log_p = self.policy(obs, task, mask)
+                with torch.no_grad():
+                    q = torch.min(self.q1(obs, task_id=task), self.q2(obs, task_id=task))
+                actor_loss = (p * (alpha[:, None] * log_p - q)).sum(-1).mean()
+                entropy = -(p * torch.where(p > 0, log_p, torch.zeros_like(log_p))).sum(-1)
+            else:
+                a, log_p = self.policy(obs, task, mask)
+                q = torch.min(self.q1(obs, a, task_id=task), self.q2(obs, a, task_id=task))
+                actor_loss = (alpha * log_p - q).mean()
+                entropy = -log_p
+            actor_loss = actor_loss + cfg.aux_coef * self._aux(self.actor)
+            self.actor_opt.zero_grad(set_to_none=True)
+            actor_loss.backward()
+            self.actor_opt.step()
+            if cfg.autotune:
+                gap = (entropy.detach() - self.target_entropy[task])  # > 0: too random, lower alpha
+                alpha_loss = (self.log_alpha.exp()[task if cfg.per_task_alpha else torch.zeros_like(task)] * gap).mean()
+                self.alpha_opt.zero_grad(set_to_none=True)
+                alpha_loss.backward()
+                self.alpha_opt.step()
+            stats.update(actor_loss=actor_loss.detach(), entropy=entropy.detach().mean())
+        with torch.no_grad():
+            for net, target_net in ((self.q1, self.q1_target), (self.q2, self.q2_target)):
+                for p_, tp in zip(net.parameters(), target_net.parameters()):
+                    tp.lerp_(p_, cfg.tau)
+        self.num_updates += 1
+        return stats
+
+    @staticmethod
+    def _aux(net) -> torch.Tensor:
+        return net.aux_loss() if hasattr(net, "aux_loss") else torch.zeros(())
+
+    def iterate(self, total_steps: int, log_every: int = 1000) -> Iterator[dict]:
+        """Step the envs and learn until `total_steps` env steps; yields stats every
+        `log_every` env steps (rounded to whole vector steps)."""
+        cfg, env = self.cfg, self.env
+        if self.next_obs is None:
+            self.next_obs, self.next_info = env.reset(seed=self.seed)
+        episodes, switches, acc, since = [], [], {}, 0
+        while self.global_step < total_steps:
+            obs, info = self.next_obs, self.next_info
+            action = self.act(obs, info)
+            next_obs, reward, term, trunc, new_info = env.step(action)
+            ended = term | trunc
+            self.buffer.add(obs, action, reward, term, ended, info["task_id"], info["action_mask"],
+                            new_info.get("final_obs"))
+            self.next_obs, self.next_info = next_obs, new_info
+            self.global_step += env.num_envs
+            since += env.num_envs
+            episodes += new_info.get("episodes", [])
+            if "switch" in new_info:
+                switches.append(new_info["switch"])
+            if self.global_step >= cfg.learning_starts and (self.global_step // env.num_envs) % cfg.train_freq == 0:
+                for _ in range(cfg.gradient_steps):
+                    for k, v in self.update().items():
+                        acc[k] = acc.get(k, 0.0) + v
+                        acc[k + "#"] = acc.get(k + "#", 0) + 1
+            if since >= log_every or self.global_step >= total_steps:
+                stats = {k: float(v) / acc[k + "#"] for k, v in acc.items() if not k.endswith("#")}
+                stats["alpha"] = self.log_alpha.exp().mean().item()
+                yield {"global_step": self.global_step, **stats, "episodes": episodes, "switches": switches}
+                episodes, switches, acc, since = [], [], {}, 0

@@ -1,0 +1,160 @@
+"""Run configuration: task -> suite -> preset -> command line, composed into one RunConfig.
+
+Presets are ``configs/<name>.yaml`` with keys ``algo``, ``num_envs``, ``ppo`` or ``sac`` and
+``net``. ``--set key=value`` overrides any field by dotted path (``ppo.learning_rate=1e-3``,
+``net.num_experts=8``, ``num_envs=32``); values are read as YAML scalars. Unknown keys and
+ill-typed values are errors naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtmoe.agents.ppo import PPOConfig
+from mtmoe.agents.sac import SACConfig
+from mtmoe.errors import ConfigError
+from mtmoe.nets import NetConfig
+from mtmoe.tasks.registry import Registry
+from mtmoe.tasks.schema import SuiteSpec
+
+CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclass
+class RunConfig:
+    suite: str
+    """Suite name."""
+    algo: str = "ppo"
+    """ppo | sac."""
+    preset: str = ""
+    """configs/<preset>.yaml that filled the algorithm and network fields."""
+    seed: int = 0
+    """Seed of envs, networks and sampling."""
+    steps: int = 0
+    """Env steps (summed over slots) to train for."""
+    num_envs: int = 0
+    """Env slots."""
+    switch_every: int = 0
+    """Sequential suites: env steps per phase (0 for simultaneous)."""
+    device: str = "auto"
+    """auto | cpu | cuda (auto: CUDA when present)."""
+    log_every: int = 10_000
+    """Env steps between metric lines (at least one PPO iteration)."""
+    threads: int = 0
+    """torch CPU threads (0: torch's default)."""
+    net: NetConfig = field(default_factory=NetConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    sac: SACConfig = field(default_factory=SACConfig)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def load_preset(name: str) -> dict:
+    path = CONFIGS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        have = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml")))
+        raise ConfigError(str(path), "", f"no preset named {name!r} (have: {have})")
+    data = yaml.safe_load(path.read_text()) or {}
+    unknown = set(data) - {"algo", "num_envs", "ppo", "sac", "net"}
+    if unknown:
+        raise ConfigError(str(path), sorted(unknown)[0], "unknown key (a preset has algo, num_envs, ppo, sac, net)")
+    return data
+
+
+def _coerce(cls_field_default: Any, value: Any, source: str, key: str) -> Any:
+    """Check a value against the type of the field's default (tuples from lists allowed)."""
+    d = cls_field_default
+    if isinstance(d, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(d, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(d, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(d, str):
+        ok = isinstance(value, str)
+    elif isinstance(d, tuple) or d is None:
+        if isinstance(value, list):
+            value = tuple(value)
+        ok = True
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(source, key, f"expected {type(d).__name__}, got {value!r}")
+    return value
+
+
+def _apply(obj: Any, changes: dict, source: str, prefix: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    updates = {}
+    for k, v in changes.items():
+        key = f"{prefix}{k}"
+        if k not in fields:
+            raise ConfigError(source, key, f"unknown key; known: {', '.join(sorted(fields))}")
+        current = getattr(obj, k)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(v, dict):
+                raise ConfigError(source, key, "expected a mapping")
+            updates[k] = _apply(current, v, source, key + ".")
+        else:
+            updates[k] = _coerce(current, v, source, key)
+    return dataclasses.replace(obj, **updates)
+
+
+def parse_sets(pairs: list[str]) -> dict:
+    """['ppo.learning_rate=1e-3', 'net.hidden=[64,64]'] -> nested dict."""
+    out: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError("--set", pair, "expected key=value")
+        key, raw = pair.split("=", 1)
+        value = yaml.safe_load(raw)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def compose(registry: Registry, suite_name: str, *, preset: str | None = None, algo: str | None = None,
+            steps: int | None = None, budget: str | None = None, seed: int = 0, device: str = "auto",
+            net_flags: dict | None = None, sets: list[str] = ()) -> tuple[RunConfig, SuiteSpec]:
+    """Compose task -> suite -> preset -> command line."""
+    suite = registry.suite(suite_name)
+    cfg = RunConfig(suite=suite.name, algo=algo or suite.algo, seed=seed, device=device)
+    if not preset and suite.preset and algo and not suite.preset.startswith(algo + "-"):
+        # e.g. --algo ppo on a suite whose preset is sac-mujoco: take ppo-mujoco
+        preset = algo + "-" + suite.preset.split("-", 1)[-1]
+    preset = preset or suite.preset
+    if preset:
+        data = load_preset(preset)
+        if algo and data.get("algo", algo) != algo:
+            raise ConfigError("--algo", "algo", f"preset {preset!r} is for {data['algo']}; pass a --preset for {algo}")
+        cfg = _apply(cfg, {k: v for k, v in data.items()}, f"configs/{preset}.yaml", "")
+        cfg.preset = preset
+    cfg.num_envs = cfg.num_envs or suite.slots()
+    cfg.steps = steps or suite.budget(budget)
+    net_changes = {k: v for k, v in (net_flags or {}).items() if v is not None}
+    if net_changes:
+        cfg = _apply(cfg, {"net": net_changes}, "command line", "")
+    if sets:
+        cfg = _apply(cfg, parse_sets(list(sets)), "--set", "")
+    cfg.net = dataclasses.replace(cfg.net, num_tasks=len(suite.tasks),
+                                  task_id_input=cfg.net.task_id_input or (suite.task_id_input and len(suite.tasks) > 1))
+    if suite.mode == "sequential":
+        cfg.switch_every = cfg.switch_every or suite.resolve_switch_every(cfg.steps, cfg.num_envs)
+    try:
+        cfg.net.validate()
+    except ValueError as e:
+        raise ConfigError("command line", "net", str(e)) from None
+    if cfg.algo not in ("ppo", "sac"):
+        raise ConfigError("command line", "algo", f"expected ppo or sac, got {cfg.algo!r}")
+    return cfg, suite

@@ -1,0 +1,184 @@
+"""One training run: build the suite's mixture, the networks and the agent; train; log.
+
+Results go to ``<out>/<suite>/<run name>/`` (a new folder per run, never overwritten):
+``config.json`` (the effective configuration), ``metrics.jsonl`` (one line per log point),
+TensorBoard events in ``tb/`` and ``summary.json`` at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import defaultdict, deque
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mtmoe.errors import MtmoeError
+from mtmoe.runner.config import RunConfig
+from mtmoe.tasks import make_mixture
+from mtmoe.tasks.registry import Registry
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MtmoeError("--device cuda: no CUDA device is visible to torch (use --device auto or cpu)")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run_name(cfg: RunConfig) -> str:
+    n = cfg.net
+    kind = "dense" if n.placement == "none" else f"{n.moe}-{n.position}-e{n.experts_for()}"
+    return f"{cfg.algo}-{n.placement}-{kind}-s{cfg.seed}"
+
+
+def new_run_dir(out: Path, cfg: RunConfig) -> Path:
+    """A fresh folder: results are never overwritten."""
+    base = out / cfg.suite / f"{run_name(cfg)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    path, i = base, 1
+    while path.exists():
+        path, i = Path(f"{base}-{i}"), i + 1
+    path.mkdir(parents=True)
+    return path
+
+
+def build_agent(cfg: RunConfig, env, device: torch.device):
+    from mtmoe.nets import build_actor_critic, build_q_network, build_sac
+
+    obs_space, act_space = env.single_observation_space, env.single_action_space
+    if cfg.algo == "ppo":
+        from mtmoe.agents.ppo import PPO
+
+        net = build_actor_critic(obs_space, act_space, cfg.net).to(device)
+        return PPO(env, net, cfg.ppo, device, cfg.seed), {"actor_critic": net}
+    from mtmoe.agents.sac import SAC
+
+    actor, q1 = build_sac(obs_space, act_space, cfg.net)
+    q2 = build_q_network(obs_space, act_space, cfg.net)
+    actor, q1, q2 = actor.to(device), q1.to(device), q2.to(device)
+    return SAC(env, actor, q1, q2, cfg.sac, device, cfg.seed), {"actor": actor, "q1": q1, "q2": q2}
+
+
+class EpisodeLog:
+    """Per-task returns of finished episodes: the window of the last ones, and everything."""
+
+    def __init__(self, tasks: list[str], window: int = 20):
+        self.tasks = tasks
+        self.recent = {t: deque(maxlen=window) for t in tasks}
+        self.recent_norm = {t: deque(maxlen=window) for t in tasks}
+        self.count = defaultdict(int)
+
+    def add(self, episodes: list[dict]) -> None:
+        for e in episodes:
+            self.recent[e["task"]].append(e["return"])
+            self.recent_norm[e["task"]].append(e["normalized"])
+            self.count[e["task"]] += 1
+
+    def means(self) -> dict[str, float | None]:
+        return {t: float(np.mean(v)) if v else None for t, v in self.recent.items()}
+
+    def norm_means(self) -> dict[str, float | None]:
+        return {t: float(np.mean(v)) if v else None for t, v in self.recent_norm.items()}
+
+
+def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None = None) -> Path:
+    device = pick_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    env = make_mixture(cfg.suite, registry, num_envs=cfg.num_envs, steps=cfg.steps, switch_every=cfg.switch_every or None)
+    agent, nets = build_agent(cfg, env, device)
+    run_dir = new_run_dir(out, cfg)
+    (run_dir / "config.json").write_text(json.dumps({**cfg.to_dict(), "device_resolved": str(device),
+                                                     "command": " ".join(sys.argv)}, indent=2))
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run_dir / "tb"))
+    log = EpisodeLog(env.task_names)
+    first_means: dict[str, float] = {}
+    show = sys.stderr.isatty() if progress is None else progress
+    start, last_log = time.time(), 0
+    iterator = agent.iterate(cfg.steps, **({"log_every": cfg.log_every} if cfg.algo == "sac" else {}))
+    bar = _Progress(cfg.steps, env.task_names, show)
+    with open(run_dir / "metrics.jsonl", "a") as metrics:
+        for stats in iterator:
+            log.add(stats.pop("episodes"))
+            switches = stats.pop("switches")
+            step = stats["global_step"]
+            for t, m in log.means().items():
+                if m is not None and t not in first_means:
+                    first_means[t] = m
+            bar.update(step, log.means())
+            if step - last_log >= cfg.log_every or step >= cfg.steps or switches:
+                last_log = step
+                elapsed = time.time() - start
+                line = {"global_step": step, "time": round(elapsed, 2), "sps": round(step / max(elapsed, 1e-9), 1),
+                        **{k: v for k, v in stats.items() if k != "global_step"},
+                        "return": log.means(), "normalized": log.norm_means(), "episodes": dict(log.count),
+                        "switches": switches}
+                metrics.write(json.dumps(line) + "\n")
+                metrics.flush()
+                for k, v in stats.items():
+                    if isinstance(v, (int, float)) and k != "global_step":
+                        writer.add_scalar(f"train/{k}", v, step)
+                for t, m in log.means().items():
+                    if m is not None:
+                        writer.add_scalar(f"return/{t}", m, step)
+    bar.close()
+    elapsed = time.time() - start
+    summary = {
+        "suite": cfg.suite, "algo": cfg.algo, "placement": cfg.net.placement, "position": cfg.net.position,
+        "moe": cfg.net.moe, "seed": cfg.seed, "steps": agent.global_step, "wall_time_s": round(elapsed, 1),
+        "steps_per_s": round(agent.global_step / elapsed, 1), "device": str(device),
+        "first_return": first_means, "final_return": log.means(), "final_normalized": log.norm_means(),
+        "episodes": dict(log.count),
+        "param_counts": {name: net.param_counts() for name, net in nets.items()},
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    writer.close()
+    env.close()
+    return run_dir
+
+
+class _Progress:
+    """A rich progress bar with steps/s, ETA and the latest per-task returns; a plain line
+    every ~10% when not a terminal."""
+
+    def __init__(self, total: int, tasks: list[str], show: bool):
+        self.total, self.tasks, self.show = total, tasks, show
+        self.next_line = 0
+        self.start = time.time()
+        if show:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[sps]} steps/s"), TimeRemainingColumn(),
+                                TextColumn("{task.fields[returns]}"))
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=total, sps="-", returns="")
+
+    @staticmethod
+    def _fmt(means: dict) -> str:
+        return "  ".join(f"{t}: {m:.1f}" for t, m in means.items() if m is not None)
+
+    def update(self, step: int, means: dict) -> None:
+        sps = step / max(time.time() - self.start, 1e-9)
+        if self.show:
+            self.bar.update(self.task, completed=step, sps=f"{sps:,.0f}", returns=self._fmt(means))
+        elif step >= self.next_line:
+            print(f"step {step:,}/{self.total:,}  {sps:,.0f} steps/s  {self._fmt(means)}", file=sys.stderr, flush=True)
+            self.next_line = step + max(1, self.total // 10)
+
+    def close(self) -> None:
+        if self.show:
+            self.bar.stop()
