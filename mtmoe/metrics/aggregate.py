@@ -1,0 +1,94 @@
+"""Score normalization and aggregate statistics across runs (Agarwal et al. 2021, via rliable).
+
+Score matrices are (runs × tasks) numpy arrays, one per algorithm (e.g. per placement). The
+statistics themselves are rliable's; this module only picks defaults and makes them
+reproducible: rliable 1.2.0 draws its bootstrap indices from numpy's *global* RNG (its
+``random_state`` argument does not reach them), so each call seeds that RNG with ``seed`` and
+restores the previous global state afterwards. Same seed → same CIs as ``np.random.seed(seed)``
+followed by a direct rliable call.
+"""
+
+from __future__ import annotations
+
+import itertools
+from contextlib import contextmanager
+from typing import Hashable, Mapping, Sequence
+
+import numpy as np
+from rliable import library as rly
+from rliable import metrics as rly_metrics
+
+AGGREGATES = {
+    "iqm": rly_metrics.aggregate_iqm,
+    "mean": rly_metrics.aggregate_mean,
+    "median": rly_metrics.aggregate_median,
+    "optimality_gap": rly_metrics.aggregate_optimality_gap,
+}
+
+
+def min_max_normalize(score, low, high):
+    """(score − low) / (high − low); e.g. human-normalized: low = random, high = human score.
+
+    Works on floats and (broadcastable) arrays; returns a float for scalar input.
+    """
+    low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    if np.any(high == low):
+        raise ValueError("min_max_normalize: high must differ from low")
+    out = (np.asarray(score, dtype=float) - low) / (high - low)
+    return float(out) if out.ndim == 0 else out
+
+
+@contextmanager
+def _seeded_global_numpy(seed: int):
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def interval_estimates(score_dict: Mapping[Hashable, np.ndarray], metrics: Sequence[str] = ("iqm",),
+                       reps: int = 2000, seed: int = 0, confidence: float = 0.95,
+                       method: str = "percentile", task_bootstrap: bool = False) -> dict:
+    """Point estimates and stratified-bootstrap CIs (runs resampled within each task).
+
+    Returns {algorithm: {metric: (point, low, high)}} for metric in AGGREGATES' names.
+    """
+    unknown = [m for m in metrics if m not in AGGREGATES]
+    if unknown:
+        raise ValueError(f"unknown aggregate(s) {unknown}; known: {sorted(AGGREGATES)}")
+    scores = {k: np.asarray(v, dtype=float) for k, v in score_dict.items()}
+
+    def func(x):
+        return np.array([AGGREGATES[m](x) for m in metrics])
+
+    with _seeded_global_numpy(seed):
+        points, cis = rly.get_interval_estimates(scores, func, method=method,
+                                                 task_bootstrap=task_bootstrap, reps=reps,
+                                                 confidence_interval_size=confidence)
+    return {k: {m: (float(points[k][i]), float(cis[k][0][i]), float(cis[k][1][i]))
+                for i, m in enumerate(metrics)} for k in scores}
+
+
+def iqm_ci(score_dict: Mapping[Hashable, np.ndarray], reps: int = 2000, seed: int = 0,
+           confidence: float = 0.95) -> dict[Hashable, tuple[float, float, float]]:
+    """{algorithm: (IQM, CI low, CI high)}; IQM = 25%-trimmed mean over all (run, task) scores."""
+    est = interval_estimates(score_dict, ("iqm",), reps=reps, seed=seed, confidence=confidence)
+    return {k: v["iqm"] for k, v in est.items()}
+
+
+def probability_of_improvement(score_dict: Mapping[Hashable, np.ndarray],
+                               pairs: Sequence[tuple[Hashable, Hashable]] | None = None,
+                               reps: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict:
+    """{(x, y): (P(X > Y), CI low, CI high)}: P(X_m > Y_m) averaged over tasks m (Mann-Whitney),
+    CIs by independent stratified bootstraps of X's and Y's runs. Default pairs: every (x, y)
+    with x listed before y (P(Y > X) = 1 − P(X > Y))."""
+    scores = {k: np.asarray(v, dtype=float) for k, v in score_dict.items()}
+    pairs = list(itertools.combinations(scores, 2)) if pairs is None else [tuple(p) for p in pairs]
+    pair_dict = {(x, y): [scores[x], scores[y]] for x, y in pairs}
+    with _seeded_global_numpy(seed):
+        points, cis = rly.get_interval_estimates(pair_dict, rly_metrics.probability_of_improvement,
+                                                 reps=reps, confidence_interval_size=confidence)
+    return {k: (float(points[k]), float(np.ravel(cis[k])[0]), float(np.ravel(cis[k])[1]))
+            for k in pair_dict}
