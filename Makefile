@@ -21,8 +21,7 @@ $(VENV)/.installed: $(BIN)/activate pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/mtmoe suites show minatar-continual --budget small
-	$(BIN)/python bench/bench_mixture.py --quick
+	$(BIN)/mtmoe run --suite minatar-single --steps 100000 --out runs
 
 test: install
 	$(BIN)/python -m pytest

@@ -69,7 +69,7 @@ class PPO:
         self.env, self.net, self.cfg = env, net, cfg
         self.device = torch.device(device)
         self.discrete = hasattr(env.single_action_space, "n")
-        self.optimizer = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps)
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps, foreach=True)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.seed = seed
         n, t = env.num_envs, cfg.num_steps
@@ -91,10 +91,10 @@ class PPO:
     def _masked_logits(self, logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return logits if mask is None else logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
 
-    def _dist_stats(self, obs, task, mask, action=None):
-        """(action, log_prob, entropy) for a batch; samples when `action` is None."""
+    def _dist_stats(self, actor_out, mask, action=None):
+        """(action, log_prob, entropy) from the actor's output; samples when `action` is None."""
         if self.discrete:
-            logits = self._masked_logits(self.net.actor(obs, task), mask)
+            logits = self._masked_logits(actor_out, mask)
             logp_all = torch.log_softmax(logits, -1)
             if action is None:  # Gumbel-max sampling: one kernel, no Categorical object
                 u = torch.rand(logits.shape, generator=self.generator, device=logits.device)
@@ -102,7 +102,7 @@ class PPO:
             p = logp_all.exp()
             entropy = -(p * torch.where(p > 0, logp_all, torch.zeros_like(logp_all))).sum(-1)
             return action, logp_all.gather(-1, action.unsqueeze(-1)).squeeze(-1), entropy
-        mean, log_std = self.net.actor(obs, task)
+        mean, log_std = actor_out
         log_std = log_std.expand_as(mean)
         std = log_std.exp()
         if action is None:
@@ -130,8 +130,8 @@ class PPO:
             if mask is not None:
                 self.mask[step] = mask
             with torch.no_grad():
-                action, logp, _ = self._dist_stats(obs, task, mask)
-                self.values[step] = self.net.critic(obs, task)
+                actor_out, self.values[step] = self.net(obs, task)  # a shared encoder runs once
+                action, logp, _ = self._dist_stats(actor_out, mask)
             self.actions[step], self.logprobs[step] = action, logp
             next_obs, reward, term, trunc, info = env.step(action.cpu().numpy())
             reward = self._scale_rewards(reward, term | trunc, self.next_info["task_id"])
@@ -191,9 +191,9 @@ class PPO:
             for start in range(0, batch, mb):
                 idx = perm[start:start + mb]
                 m = b_mask[idx] if b_mask is not None else None
-                _, logp, entropy = self._dist_stats(b_obs[idx], b_task[idx], m, b_act[idx])
-                value = self.net.critic(b_obs[idx], b_task[idx])
-                aux = self.net.aux_loss()  # MoE layers of both towers, from the two forwards above
+                actor_out, value = self.net(b_obs[idx], b_task[idx])
+                _, logp, entropy = self._dist_stats(actor_out, m, b_act[idx])
+                aux = self.net.aux_loss()  # MoE layers of both towers, from the forward above
                 log_ratio = logp - b_logp[idx]
                 ratio = log_ratio.exp()
                 adv = b_adv[idx]

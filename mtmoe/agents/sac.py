@@ -73,8 +73,12 @@ class SAC:
         self.discrete = hasattr(env.single_action_space, "n")
         self.actor, self.q1, self.q2 = actor, q1, q2
         self.q1_target, self.q2_target = copy.deepcopy(q1).requires_grad_(False), copy.deepcopy(q2).requires_grad_(False)
-        self.q_opt = torch.optim.Adam(list(q1.parameters()) + list(q2.parameters()), lr=cfg.q_lr, eps=cfg.adam_eps)
-        self.actor_opt = torch.optim.Adam(actor.parameters(), lr=cfg.policy_lr, eps=cfg.adam_eps)
+        self.q_opt = torch.optim.Adam(list(q1.parameters()) + list(q2.parameters()), lr=cfg.q_lr, eps=cfg.adam_eps,
+                                      foreach=True)
+        self.actor_opt = torch.optim.Adam(actor.parameters(), lr=cfg.policy_lr, eps=cfg.adam_eps, foreach=True)
+        self._online = list(q1.parameters()) + list(q2.parameters())
+        self._target = list(self.q1_target.parameters()) + list(self.q2_target.parameters())
+        self._has_moe = {id(m): bool(getattr(m, "moe_layers", dict)()) for m in (actor, q1, q2)}
         num_tasks = getattr(env, "num_tasks", 1)
         self.log_alpha = torch.full((num_tasks if cfg.per_task_alpha else 1,), math.log(cfg.alpha), device=self.device,
                                     requires_grad=True)
@@ -179,16 +183,13 @@ class SAC:
                 alpha_loss.backward()
                 self.alpha_opt.step()
             stats.update(actor_loss=actor_loss.detach(), entropy=entropy.detach().mean())
-        with torch.no_grad():
-            for net, target_net in ((self.q1, self.q1_target), (self.q2, self.q2_target)):
-                for p_, tp in zip(net.parameters(), target_net.parameters()):
-                    tp.lerp_(p_, cfg.tau)
+        with torch.no_grad():  # Polyak averaging, one fused op over all target parameters
+            torch._foreach_lerp_(self._target, self._online, cfg.tau)
         self.num_updates += 1
         return stats
 
-    @staticmethod
-    def _aux(net) -> torch.Tensor:
-        return net.aux_loss() if hasattr(net, "aux_loss") else torch.zeros(())
+    def _aux(self, net) -> torch.Tensor:
+        return net.aux_loss() if self._has_moe[id(net)] else torch.zeros((), device=self.device)
 
     def iterate(self, total_steps: int, log_every: int = 1000) -> Iterator[dict]:
         """Step the envs and learn until `total_steps` env steps; yields stats every

@@ -84,6 +84,10 @@ class VecBackend(Protocol):
 
     def close(self) -> None: ...
 
+    # Optional: backends that can step in the background (ALE's thread pool) also define
+    # ``step_async(actions) -> None`` and ``step_wait() -> StepResult``; the mixture then starts
+    # every task's step before it waits for any, so tasks run in parallel.
+
 
 @dataclass(frozen=True)
 class BackendInfo:

@@ -166,10 +166,17 @@ class TaskMixture(gym.vector.VectorEnv):
         self._put(obs, k, task_obs)
         return obs
 
+    def _step_backends(self, active: list[int], actions: np.ndarray) -> list:
+        if len(active) == 1 or not all(hasattr(self.backends[k], "step_async") for k in active):
+            return [self.backends[k].step(self._local_actions(k, actions)) for k in active]
+        for k in active:  # start all, then wait: tasks step in parallel
+            self.backends[k].step_async(self._local_actions(k, actions))
+        return [self.backends[k].step_wait() for k in active]
+
     def step(self, actions):
         actions = np.asarray(actions)
         active = self.active_tasks
-        results = [self.backends[k].step(self._local_actions(k, actions)) for k in active]
+        results = self._step_backends(active, actions)
         if len(active) == 1:  # one task on every slot (sequential, single task): no gathering
             k, res = active[0], results[0]
             obs, final_obs = self._padded(k, res.obs), self._padded(k, res.final_obs)

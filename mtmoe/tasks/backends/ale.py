@@ -98,8 +98,16 @@ class AleVecEnv:
         self.lives = info["lives"].copy()
         return self._chw(obs)
 
+    def step_async(self, actions: np.ndarray) -> None:
+        """Start a step on ALE's thread pool; the mixture starts every task before waiting."""
+        self.env.send(np.asarray(actions, np.int64))
+
     def step(self, actions: np.ndarray) -> StepResult:
-        obs, reward, terminated, truncated, info = self.env.step(np.asarray(actions, np.int64))
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_wait(self) -> StepResult:
+        obs, reward, terminated, truncated, info = self.env.recv()
         obs = self._chw(obs)
         game_over = terminated | truncated
         final_obs = self._chw(info["final_obs"]) if game_over.any() else None
