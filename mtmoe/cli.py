@@ -37,6 +37,27 @@ def build_parser() -> argparse.ArgumentParser:
     _tasks_dir_arg(show)
     p = sub.add_parser("run", help="one training run", description="Train one agent on a suite and write its results "
                        "folder (config.json, metrics.jsonl, tb/, summary.json).")
+    _net_args(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, help="env steps (default: the suite's budget)")
+    p.add_argument("--budget", help="a named budget of the suite (see `mtmoe suites show`)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--out", default="results", help="results root (default: results/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. ppo.learning_rate=1e-3 (repeatable)")
+    _tasks_dir_arg(p)
+
+    p = sub.add_parser("nets", help="show the networks a run would build", description="`nets show --suite S "
+                       "[--placement P …]`: the towers, their layers and parameter counts.")
+    ns = p.add_subparsers(dest="nets_command", metavar="show")
+    show = ns.add_parser("show", help="towers and parameter counts for a suite and a placement")
+    _net_args(show)
+    show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    _tasks_dir_arg(show)
+    return parser
+
+
+def _net_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", required=True, help="suite name (see `mtmoe suites`)")
     p.add_argument("--algo", choices=["ppo", "sac"], help="default: the suite's")
     p.add_argument("--preset", help="configs/<preset>.yaml (default: the suite's)")
@@ -46,15 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experts", type=int, help="number of experts")
     p.add_argument("--expert-width", type=int, help="hidden size of each expert")
     p.add_argument("--tokenizer", help="per_conv | per_feature | per_sample | per_patch | split")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, help="env steps (default: the suite's budget)")
-    p.add_argument("--budget", help="a named budget of the suite (see `mtmoe suites show`)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--out", default="results", help="results root (default: results/)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config field, e.g. ppo.learning_rate=1e-3 (repeatable)")
-    _tasks_dir_arg(p)
-    return parser
 
 
 def _run(args) -> None:
@@ -65,13 +77,11 @@ def _run(args) -> None:
     from mtmoe.tasks.registry import load_registry
 
     reg = load_registry(args.tasks_dir)
-    flags = {"placement": args.placement, "position": args.position, "moe": args.moe, "num_experts": args.experts,
-             "expert_width": args.expert_width, "tokenizer": args.tokenizer}
-    cfg, _ = compose(reg, args.suite, preset=args.preset, algo=args.algo, steps=args.steps, budget=args.budget,
-                     seed=args.seed, device=args.device, net_flags=flags, sets=args.set)
-    run_dir = train(cfg, reg, Path(args.out))
     from mtmoe import views
 
+    cfg, _ = compose(reg, args.suite, preset=args.preset, algo=args.algo, steps=args.steps, budget=args.budget,
+                     seed=args.seed, device=args.device, net_flags=views.net_flags(args), sets=args.set)
+    run_dir = train(cfg, reg, Path(args.out))
     views.run_summary(run_dir)
 
 
@@ -92,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             views.suites_table(args.tasks_dir)
         elif args.command == "run":
             _run(args)
+        elif args.command == "nets" and getattr(args, "nets_command", None) == "show":
+            views.nets_show(args)
+        elif args.command == "nets":
+            parser.parse_args(["nets", "--help"])
     except MtmoeError as e:
         print(f"mtmoe: error: {e}", file=sys.stderr)
         return 2

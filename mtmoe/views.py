@@ -44,9 +44,40 @@ def suites_table(tasks_dirs) -> None:
     console.print(table)
 
 
-def suite_show(name: str, tasks_dirs, steps=None, budget=None, num_envs=None) -> None:
-    from mtmoe.tasks.mixture import make_backend, plan_schedule, slot_counts
+def suite_spaces(suite, tasks):
+    """(backend specs, unified spaces) of a suite, from one env per task."""
+    from mtmoe.tasks.mixture import make_backend
     from mtmoe.tasks.spaces import unify
+
+    specs = []
+    with console.status("building one env per task to read its spaces…"):
+        for t in tasks:
+            backend = make_backend(t, 1)
+            specs.append(backend.spec)
+            backend.close()
+    return specs, unify(list(suite.tasks), specs, suite.action_union, suite.source)
+
+
+def nets_show(args) -> None:
+    """The towers and parameter counts a run of this suite and placement would build."""
+    from mtmoe.nets import show
+    from mtmoe.runner.config import compose
+
+    reg = load_registry(args.tasks_dir)
+    cfg, suite = compose(reg, args.suite, preset=args.preset, algo=args.algo, steps=1, net_flags=net_flags(args),
+                         sets=args.set)
+    _, spaces = suite_spaces(suite, [reg.task(t) for t in suite.tasks])
+    console.print(show(spaces.observation_space, spaces.action_space, cfg.net, cfg.algo), highlight=False)
+
+
+def net_flags(args) -> dict:
+    """The CLI's network flags, by NetConfig field name."""
+    return {"placement": args.placement, "position": args.position, "moe": args.moe, "num_experts": args.experts,
+            "expert_width": args.expert_width, "tokenizer": args.tokenizer}
+
+
+def suite_show(name: str, tasks_dirs, steps=None, budget=None, num_envs=None) -> None:
+    from mtmoe.tasks.mixture import plan_schedule, slot_counts
 
     reg = load_registry(tasks_dirs)
     suite = reg.suite(name)
@@ -58,13 +89,7 @@ def suite_show(name: str, tasks_dirs, steps=None, budget=None, num_envs=None) ->
                   f"task-id input: {'on' if suite.task_id_input else 'off'}; from {_where(suite.source)}")
     console.print("budgets: " + ", ".join(f"{k}={v:,}" for k, v in suite.budgets.items()) + f"; this view: {steps:,} env steps")
 
-    specs = []
-    with console.status("building one env per task to read its spaces…"):
-        for t in tasks:
-            backend = make_backend(t, 1)
-            specs.append(backend.spec)
-            backend.close()
-    spaces = unify(list(suite.tasks), specs, suite.action_union, suite.source)
+    specs, spaces = suite_spaces(suite, tasks)
     table = Table(title="tasks")
     for col in ("#", "task", "backend", "env", "observation", "actions", "normalization"):
         table.add_column(col, overflow="fold")

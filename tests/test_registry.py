@@ -166,7 +166,22 @@ def test_cli_unknown_suite_is_one_line():
     assert out.returncode == 2 and "unknown suite" in out.stderr and "Traceback" not in out.stderr
 
 
-@pytest.mark.parametrize("cmd", [[], ["tasks"], ["suites"], ["suites", "show"]])
+@pytest.mark.parametrize("cmd", [[], ["tasks"], ["suites"], ["suites", "show"], ["run"], ["nets", "show"]])
 def test_help_on_every_command(cmd):
     out = _cli(*cmd, "--help")
     assert out.returncode == 0 and "usage: mtmoe" in out.stdout
+
+
+@pytest.mark.parametrize("placement,moe_towers", [("none", []), ("critic", ["critic"]), ("both", ["actor", "critic"])])
+def test_cli_nets_show_marks_the_moe_towers(placement, moe_towers):
+    out = _cli("nets", "show", "--suite", "minatar-multitask", "--placement", placement)
+    assert out.returncode == 0, out.stderr
+    marked = [line.split()[0] for line in out.stdout.splitlines() if line.rstrip().endswith("[MoE]")]
+    assert marked == moe_towers
+
+
+def test_cli_run_rejects_bad_flags_in_one_line():
+    out = _cli("run", "--suite", "minatar-single", "--set", "ppo.lerning_rate=1")
+    assert out.returncode == 2 and "ppo.lerning_rate" in out.stderr and "Traceback" not in out.stderr
+    out = _cli("run", "--suite", "minatar-single", "--set", "ppo.num_steps=many")
+    assert out.returncode == 2 and "ppo.num_steps" in out.stderr and "expected int" in out.stderr
