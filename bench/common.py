@@ -1,0 +1,130 @@
+"""Helpers shared by the mtmoe-vs-Stable-Baselines3 benchmarks (bench_ppo_vs_sb3.py, bench_sac_vs_sb3.py).
+
+Each measured run goes to a fresh Python subprocess of the calling script (``--worker ...``), so
+runs do not share allocator state, warmed caches or thread pools; the worker prints one line
+``RESULT {json}`` that the parent collects into a markdown table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+
+RESULT_PREFIX = "RESULT "
+
+
+# ---------------------------------------------------------------- machine
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line(threads: int) -> str:
+    import torch
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    try:
+        load = "load avg %.2f %.2f %.2f" % os.getloadavg()
+    except OSError:
+        load = "load avg n/a"
+    versions = f"python {platform.python_version()}, torch {torch.__version__}"
+    try:
+        import stable_baselines3
+
+        versions += f", stable-baselines3 {stable_baselines3.__version__}"
+    except ImportError:
+        versions += ", stable-baselines3 not installed"
+    return (f"machine: {cpu_model()}; os.cpu_count() {os.cpu_count()} (usable {usable}); "
+            f"torch threads per run {threads}; {load}; {versions}")
+
+
+# ---------------------------------------------------------------- mtmoe env
+
+
+def single_task_env(task_id: str, num_envs: int, algo: str = "ppo"):
+    """The mtmoe mixture of one task on `num_envs` slots (as tests/test_agents.py builds it)."""
+    from mtmoe.tasks import load_registry, make_mixture
+    from mtmoe.tasks.schema import parse_suite
+
+    suite = parse_suite({"name": f"bench-{task_id}", "tasks": [task_id], "num_envs": num_envs, "algo": algo,
+                         "budgets": {"default": 1}}, "bench")[0]
+    return make_mixture(suite, load_registry())
+
+
+# ---------------------------------------------------------------- subprocess runs
+
+
+def emit_result(result: dict) -> None:
+    """Worker side: hand a result to the parent."""
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def run_worker(script: str, worker_args: list[str]) -> dict:
+    """Parent side: run `python script --worker ...` and return its RESULT dict (raises on failure).
+    The worker's other output (stderr, warnings) passes through to the terminal."""
+    cmd = [sys.executable, script, *worker_args]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT_PREFIX)]
+    for l in proc.stdout.splitlines():
+        if not l.startswith(RESULT_PREFIX):
+            print(l, flush=True)
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"worker failed (rc {proc.returncode}): {' '.join(cmd)}")
+    result = json.loads(lines[-1][len(RESULT_PREFIX):])
+    result["process_s"] = time.perf_counter() - t0
+    return result
+
+
+# ---------------------------------------------------------------- statistics and table
+
+
+def mean(xs) -> float:
+    xs = [x for x in xs if x is not None and not math.isnan(x)]
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def std(xs) -> float:
+    xs = [x for x in xs if x is not None and not math.isnan(x)]
+    if len(xs) < 2:
+        return 0.0 if xs else float("nan")
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def mean_std(xs, fmt: str = "{:.2f}") -> str:
+    m = mean(xs)
+    if math.isnan(m):
+        return "n/a"
+    n = len([x for x in xs if x is not None and not math.isnan(x)])
+    return fmt.format(m) if n < 2 else f"{fmt.format(m)} ± {fmt.format(std(xs))}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep, *[line(r) for r in rows]])
+
+
+def lcm(*xs: int) -> int:
+    out = 1
+    for x in xs:
+        out = out * x // math.gcd(out, x)
+    return out

@@ -1,0 +1,101 @@
+"""Batched experts: E experts evaluated in one batched op, never a Python loop over experts.
+
+Contract (what every MoE kind calls): ``experts(x)`` with x of shape (E, N, d_in) returns
+``(out (E, N, d_out), hidden (E, N, h))``; ``hidden`` is the experts' last hidden activation
+(for plasticity probes). ``num_experts`` and ``out_dim`` are attributes.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .layers import HIDDEN_GAIN, init_stacked_
+
+
+class ExpertMLP(nn.Module):
+    """E two-layer MLPs d_in -> width -> d_out as stacked (E, d_in, d_out) weights (torch.baddbmm)."""
+
+    # Task routing: gather each sample's expert weights when m*(E-1) exceeds this (see forward_indexed);
+    # measured on CPU: gathering wins for per-conv tokens (m=64), running all experts for m <= 16.
+    gather_threshold: float = 48.0
+
+    def __init__(self, num_experts: int, d_in: int, width: int, d_out: int, act: str = "relu",
+                 ortho: bool = True, out_gain: float = 1.0):
+        super().__init__()
+        self.num_experts, self.in_dim, self.width, self.out_dim = num_experts, d_in, width, d_out
+        self.w1 = nn.Parameter(torch.empty(num_experts, d_in, width))
+        self.b1 = nn.Parameter(torch.zeros(num_experts, 1, width))
+        self.w2 = nn.Parameter(torch.empty(num_experts, width, d_out))
+        self.b2 = nn.Parameter(torch.zeros(num_experts, 1, d_out))
+        init_stacked_(self.w1, HIDDEN_GAIN, ortho)
+        init_stacked_(self.w2, out_gain, ortho)
+        if not ortho:  # nn.Linear-like bias init
+            with torch.no_grad():
+                self.b1.uniform_(-d_in ** -0.5, d_in ** -0.5)
+                self.b2.uniform_(-width ** -0.5, width ** -0.5)
+        self.act_ = {"relu": torch.relu_, "tanh": torch.tanh_}[act]  # in place: saves a (E, N, width) copy
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.act_(torch.baddbmm(self.b1, x, self.w1))  # (E, N, width)
+        return torch.baddbmm(self.b2, h, self.w2), h  # (E, N, d_out)
+
+    def forward_indexed(self, x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each sample b's tokens x[b] (B, m, d_in) through expert idx[b] only -> (B, m, d_out), (B, m, width).
+
+        Two fixed-shape paths: gather the chosen experts' weights per sample (cheap when tokens per
+        sample m amortise the copy), or run every expert and keep the chosen output (small m).
+        Either way an expert gets exactly zero gradient from samples not routed to it.
+        """
+        B, m, _ = x.shape
+        per_sample = self.in_dim * self.width + self.width * self.out_dim
+        if m * (self.num_experts - 1) > self.gather_threshold and B * per_sample <= 2 ** 26:
+            pick = lambda p: p.index_select(0, idx)  # noqa: E731  (backward: a fast index_add)
+            h = self.act_(torch.baddbmm(pick(self.b1), x, pick(self.w1)))
+            return torch.baddbmm(pick(self.b2), h, pick(self.w2)), h
+        out, h = self.forward(x.reshape(1, B * m, -1).expand(self.num_experts, -1, -1))
+        rows = torch.arange(B, device=x.device)
+        out = out.view(self.num_experts, B, m, -1).transpose(0, 1)[rows, idx]
+        h = h.view(self.num_experts, B, m, -1).transpose(0, 1)[rows, idx]
+        return out, h
+
+    def describe(self) -> str:
+        return f"{self.num_experts} x MLP {self.in_dim}->{self.width}->{self.out_dim}"
+
+
+class ExpertTower(nn.Module):
+    """E copies of a whole tower (position 'big'), run batched with torch.func.vmap.
+
+    ``make_tower()`` returns a module mapping (N, d_in) -> (out (N, d_out), hidden (N, h)).
+    Its parameters are stacked into (E, ...) tensors; a parameter-free template on the meta
+    device is called through ``torch.func.functional_call`` under ``vmap`` (convolutions become
+    grouped convolutions, linears batched matmuls).
+    """
+
+    def __init__(self, make_tower: Callable[[], nn.Module], num_experts: int):
+        super().__init__()
+        towers = [make_tower() for _ in range(num_experts)]
+        if any(True for _ in towers[0].buffers()):
+            raise ValueError("big experts must not have buffers (e.g. batch norm)")
+        self.num_experts = num_experts
+        self.in_dim, self.out_dim = towers[0].in_dim, towers[0].out_dim
+        self._names = [n for n, _ in towers[0].named_parameters()]
+        self.params = nn.ParameterDict({
+            n.replace(".", "__"): nn.Parameter(torch.stack([dict(t.named_parameters())[n].detach() for t in towers]))
+            for n in self._names
+        })
+        object.__setattr__(self, "_template", copy.deepcopy(towers[0]).to("meta"))  # not a submodule
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        params = {n: self.params[n.replace(".", "__")] for n in self._names}
+
+        def one(p, xe):
+            return torch.func.functional_call(self._template, p, (xe,))
+
+        return torch.func.vmap(one)(params, x)
+
+    def describe(self) -> str:
+        return f"{self.num_experts} x tower {self.in_dim}->{self.out_dim}"

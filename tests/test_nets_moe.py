@@ -1,0 +1,264 @@
+"""Property tests of the MoE layers, parametrized over kinds, tokenizers and placements."""
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from mtmoe.nets import (ExpertMLP, MoELayer, NetConfig, SoftMoE, TaskMoE, TopKMoE, build_actor_critic,
+                        register_moe, register_torso)
+from mtmoe.nets.torsos import MLPTorso
+
+torch.set_num_threads(1)
+
+
+def mlp_experts(d_in, width, d_out):
+    return lambda n, scale=1: ExpertMLP(n, d_in, width * scale, d_out)
+
+
+def softmoe(m=6, d=5, E=3, normalize=False, cf=1.0, d_out=4, slots=0):
+    cfg = NetConfig(num_experts=E, normalize=normalize, capacity_factor=cf, slots_per_expert=slots, num_tasks=3)
+    return SoftMoE(mlp_experts(d, 7, d_out), d, m, cfg)
+
+
+# ---------------------------------------------------------------- SoftMoE
+@pytest.mark.parametrize("m,E,cf,normalize", [(1, 4, 1.0, False), (6, 3, 1.0, True), (9, 2, 2.0, False),
+                                              (16, 4, 0.5, True)])
+def test_softmoe_dispatch_and_combine_are_distributions(m, E, cf, normalize):
+    layer = softmoe(m=m, E=E, cf=cf, normalize=normalize)
+    x = torch.randn(4, m, 5) * 3
+    _, dispatch, combine = layer.routing(x)
+    S = E * layer.slots
+    assert dispatch.shape == combine.shape == (4, m, S)
+    assert torch.allclose(dispatch.sum(1), torch.ones(4, S), atol=1e-5)  # over tokens, per slot
+    assert torch.allclose(combine.sum(2), torch.ones(4, m), atol=1e-5)  # over slots, per token
+    assert layer(x).shape == (4, m, 4)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_softmoe_token_permutation_equivariance(normalize):
+    torch.manual_seed(0)
+    layer = softmoe(m=8, normalize=normalize)
+    x = torch.randn(3, 8, 5)
+    perm = torch.randperm(8)
+    assert torch.allclose(layer(x[:, perm]), layer(x)[:, perm], atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1e-2, 0.5, 30.0])
+def test_softmoe_normalized_routing_is_scale_invariant(scale):
+    torch.manual_seed(0)
+    layer = softmoe(m=6, normalize=True)
+    with torch.no_grad():
+        layer.scale.fill_(3.0)  # any learned scale
+    x = torch.randn(2, 6, 5)
+    _, d1, c1 = layer.routing(x)
+    _, d2, c2 = layer.routing(x * scale)
+    assert torch.allclose(d1, d2, atol=1e-5) and torch.allclose(c1, c2, atol=1e-5)
+    # without normalisation routing does depend on the scale
+    plain = softmoe(m=6, normalize=False)
+    assert not torch.allclose(plain.routing(x)[1], plain.routing(x * 30.0)[1], atol=1e-3)
+
+
+PIXELS = spaces.Box(0, 1, (3, 6, 6), np.uint8)
+VECTOR = spaces.Box(-1, 1, (6,), np.float32)
+
+
+@pytest.mark.parametrize("obs,tokenizer,num_tokens", [
+    (PIXELS, "per_conv", 16), (PIXELS, "per_feature", 4), (PIXELS, "per_sample", 1), (PIXELS, "per_patch", 4),
+    (VECTOR, "split", 3), (VECTOR, "per_sample", 1), (VECTOR, "per_feature", 6)])
+@pytest.mark.parametrize("placement", ["actor", "critic", "both"])
+def test_gradients_reach_every_softmoe_expert(obs, tokenizer, num_tokens, placement):
+    torch.manual_seed(0)
+    cfg = NetConfig(placement=placement, moe="softmoe", tokenizer=tokenizer, torso_channels=(4,), hidden=(8,),
+                    num_experts=3, expert_width=6, patch_size=2, num_tokens=3)
+    net = build_actor_critic(obs, spaces.Discrete(3), cfg)
+    x = torch.as_tensor(np.stack([obs.sample() for _ in range(5)]))
+    logits, v = net(x)
+    (logits.square().sum() + v.square().sum()).backward()
+    layers = net.moe_layers()
+    assert len(layers) == (2 if placement == "both" else 1)
+    for layer in layers.values():
+        assert layer.num_tokens == num_tokens
+        for p in (layer.experts.w1, layer.experts.b1, layer.experts.w2, layer.experts.b2):
+            assert (p.grad.flatten(1).abs().sum(1) > 0).all()  # every expert gets gradient
+        assert layer.phi.grad.abs().sum() > 0
+
+
+def test_softmoe_is_batch_independent():
+    torch.manual_seed(0)
+    layer = softmoe(m=6)
+    x = torch.randn(5, 6, 5)
+    assert torch.allclose(layer(x)[2:3], layer(x[2:3]), atol=1e-5)
+
+
+# ---------------------------------------------------------------- top-k
+@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("cf", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("group", ["sample", "batch"])
+@pytest.mark.parametrize("skew", [False, True])
+def test_topk_respects_capacity_and_counts_drops(k, cf, group, skew):
+    torch.manual_seed(1)
+    E, m, B, d = 4, 10, 3, 5
+    cfg = NetConfig(moe="topk", num_experts=E, top_k=k, capacity_factor=cf, topk_group=group)
+    layer = TopKMoE(mlp_experts(d, 6, d), d, m, cfg)
+    if skew:  # every token prefers expert 0 (then 1): heavy overflow
+        with torch.no_grad():
+            layer.router.weight.zero_()
+            layer.router.weight[0] = 10.0
+            layer.router.weight[1] = 5.0
+    x = torch.randn(B, m, d).abs() + 0.1
+    G, n = (1, B * m) if group == "batch" else (B, m)
+    r = layer.route(x.reshape(G, n, d))
+    C = r.capacity
+    assert C == min(n, int(np.ceil(k * n * cf / E)))
+    onehot = torch.nn.functional.one_hot(r.expert, E)  # (G, kn, E)
+    wanted = onehot.sum(1)
+    kept = (onehot * r.keep.unsqueeze(-1)).sum(1)
+    assert (kept <= C).all()  # never over capacity
+    assert torch.equal(kept, wanted.clamp(max=C))  # fills to capacity before dropping
+    n_dropped = (~r.keep).sum()
+    assert n_dropped == (wanted - kept).sum()
+    if skew and cf <= 1.0:
+        assert n_dropped > 0
+    y = layer(x)
+    tele = layer.telemetry
+    assert torch.isclose(tele["dropped"], n_dropped.float() / (G * k * n), atol=1e-6)
+    assert torch.isclose(tele["load"].sum() + tele["dropped"], torch.tensor(1.0), atol=1e-5)
+    # a token whose every assignment was dropped gets a zero output
+    all_dropped = (~r.keep).view(G, k, n).all(1).reshape(B, m)
+    assert torch.all(y[all_dropped] == 0)
+    # load-balancing loss reaches the router
+    layer.aux_loss().backward()
+    assert layer.router.weight.grad.abs().sum() > 0
+
+
+def test_topk_router_noise_only_in_training():
+    torch.manual_seed(0)
+    cfg = NetConfig(moe="topk", num_experts=4, router_noise=5.0)
+    layer = TopKMoE(mlp_experts(5, 6, 5), 5, 8, cfg)
+    x = torch.randn(2, 8, 5)
+    layer.eval()
+    assert torch.equal(layer(x), layer(x))
+    layer.train()
+    assert not torch.equal(layer.route(x).probs, layer.route(x).probs)
+
+
+# ---------------------------------------------------------------- task routing
+@pytest.mark.parametrize("gather", [True, False], ids=["gather-weights", "all-experts"])
+@pytest.mark.parametrize("m", [1, 6])
+def test_task_routing_sends_a_task_only_to_its_expert(gather, m, monkeypatch):
+    monkeypatch.setattr(ExpertMLP, "gather_threshold", -1.0 if gather else 1e9)
+    torch.manual_seed(0)
+    T, d = 3, 5
+    layer = TaskMoE(mlp_experts(d, 6, 4), d, m, NetConfig(moe="task", num_tasks=T))
+    x = torch.randn(6, m, d)
+    task = torch.tensor([0, 2, 2, 0, 2, 0])
+    y = layer(x, task)
+    # the output of a task-2 sample is exactly expert 2 applied to it
+    w1, b1, w2, b2 = (p[2] for p in (layer.experts.w1, layer.experts.b1, layer.experts.w2, layer.experts.b2))
+    ref = torch.relu(x[1] @ w1 + b1) @ w2 + b2
+    assert torch.allclose(y[1], ref, atol=1e-5)
+    # the loss of task-2 samples gives gradient to expert 2 only
+    y[task == 2].square().sum().backward()
+    for p in (layer.experts.w1, layer.experts.b1, layer.experts.w2, layer.experts.b2):
+        g = p.grad.flatten(1).abs().sum(1)
+        assert g[2] > 0 and g[0] == 0 and g[1] == 0
+    tele = layer.telemetry
+    assert torch.allclose(tele["gate_probs_per_task"][2], torch.tensor([0.0, 0.0, 1.0]))
+    assert torch.allclose(tele["task_count"], torch.tensor([3.0, 0.0, 3.0]))
+
+
+def test_task_routing_big_towers():
+    torch.manual_seed(0)
+    obs = spaces.Box(-1, 1, (4,), np.float32)
+    net = build_actor_critic(obs, spaces.Discrete(2), NetConfig(placement="both", position="big", moe="task",
+                                                               num_tasks=3, hidden=(8,)))
+    x, task = torch.randn(4, 4), torch.tensor([1, 1, 1, 1])
+    logits, v = net(x, task)
+    (logits.sum() + v.sum()).backward()
+    for layer in net.moe_layers().values():
+        for p in layer.experts.params.values():
+            g = p.grad.flatten(1).abs().sum(1)
+            assert g[1] > 0 and g[0] == 0 and g[2] == 0
+
+
+# ---------------------------------------------------------------- telemetry, all kinds
+@pytest.mark.parametrize("kind", ["softmoe", "topk", "task", "dense"])
+@pytest.mark.parametrize("position", ["penultimate", "final", "all", "big"])
+def test_telemetry_per_layer_and_per_task(kind, position):
+    torch.manual_seed(0)
+    obs = spaces.Box(0, 1, (3, 6, 6), np.uint8)
+    cfg = NetConfig(placement="critic", position=position, moe=kind, torso_channels=(4,), hidden=(8,),
+                    num_experts=3, expert_width=6, num_tasks=3, load_balance_coef=0.1)
+    net = build_actor_critic(obs, spaces.Discrete(3), cfg)
+    x = torch.randint(0, 2, (6, 3, 6, 6), dtype=torch.uint8)
+    task = torch.tensor([0, 1, 2, 0, 1, 1])
+    net.critic(x, task)
+    tele = net.moe_telemetry()
+    assert tele and all(name.startswith("critic.") for name in tele)
+    for t in tele.values():
+        E = t["gate_probs"].shape[0]
+        assert torch.isclose(t["gate_probs"].sum(), torch.tensor(1.0), atol=1e-5)
+        assert t["load"].shape == (E,) and t["entropy"].dim() == 0 and t["dropped"].dim() == 0
+        assert t["gate_probs_per_task"].shape == (3, E) and t["task_count"].tolist() == [2, 3, 1]
+        assert torch.allclose(t["gate_probs_per_task"].sum(1), torch.ones(3), atol=1e-5)
+        assert not t["gate_probs"].requires_grad
+    # per-task split = the telemetry of that task's samples alone (routing is per observation)
+    full = {n: t["gate_probs_per_task"][1].clone() for n, t in tele.items()}
+    net.critic(x[task == 1], task[task == 1])
+    for n, t in net.moe_telemetry().items():
+        assert torch.allclose(t["gate_probs"], full[n], atol=1e-5)
+    net.critic(x, task)
+    aux = net.aux_loss()
+    assert aux.dim() == 0 and (aux > 0) == (kind == "topk")
+    assert net.aux_loss() == 0  # read once: a later call never re-adds a backpropagated graph
+
+
+def test_no_moe_means_no_telemetry_and_zero_aux():
+    net = build_actor_critic(spaces.Box(-1, 1, (4,), np.float32), spaces.Discrete(2), NetConfig())
+    net(torch.randn(3, 4))
+    assert net.moe_telemetry() == {} and net.aux_loss().item() == 0.0
+
+
+# ---------------------------------------------------------------- registry
+class _MeanOfExperts(MoELayer):
+    """A toy kind: uniform average over all experts (for the registry test)."""
+
+    def __init__(self, make_experts, token_dim, num_tokens, cfg):
+        super().__init__(cfg)
+        self.num_experts = cfg.num_experts
+        self.experts = make_experts(self.num_experts)
+
+    def forward(self, x, task_id=None):
+        B, m, d = x.shape
+        out, _ = self.experts(x.reshape(1, B * m, d).expand(self.num_experts, -1, -1))
+        self.record(task_id, gate=x.new_full((B, m, self.num_experts), 1.0 / self.num_experts))
+        return out.mean(0).view(B, m, -1)
+
+
+def test_registry_adds_kind_and_torso_without_core_changes():
+    register_moe("mean_of_experts_test", _MeanOfExperts, overwrite=True)
+    register_torso("tiny_test", lambda shape, cfg: MLPTorso(shape, (5,)), overwrite=True)
+    obs = spaces.Box(-1, 1, (4,), np.float32)
+    cfg = NetConfig(torso="tiny_test", placement="actor", moe="mean_of_experts_test", hidden=(6,), num_experts=2)
+    net = build_actor_critic(obs, spaces.Discrete(2), cfg)
+    logits = net.actor(torch.randn(3, 4))
+    assert logits.shape == (3, 2)
+    assert torch.allclose(net.moe_telemetry()["actor.hidden0"]["gate_probs"], torch.tensor([0.5, 0.5]))
+    with pytest.raises(ValueError):
+        register_moe("softmoe", _MeanOfExperts)  # no silent replacement
+    with pytest.raises(TypeError):
+        register_moe("bad", object)
+
+
+def test_fullgraph_compile():
+    """No graph breaks (host syncs, data-dependent shapes) in forward, telemetry included."""
+    torch.manual_seed(0)
+    cfg = NetConfig(placement="critic", moe="topk", top_k=2, torso_channels=(4,), hidden=(8,), num_experts=3,
+                    num_tasks=2, router_noise=1.0)
+    net = build_actor_critic(PIXELS, spaces.Discrete(3), cfg).eval()
+    x, task = torch.randint(0, 2, (4, 3, 6, 6), dtype=torch.uint8), torch.tensor([0, 1, 1, 0])
+    ref = net(x, task)
+    out = torch.compile(net, fullgraph=True, backend="aot_eager")(x, task)
+    assert torch.allclose(out[0], ref[0], atol=1e-5) and torch.allclose(out[1], ref[1], atol=1e-5)
+    assert "critic.hidden0" in net.moe_telemetry()
