@@ -65,6 +65,13 @@ class SACConfig:
     """Adam epsilon."""
 
 
+def frames_per_stack(env) -> int:
+    """k when every task of the mixture is an ALE task stacking k frames (the buffer then keeps
+    one frame per step), else 0 (observations stored whole)."""
+    stacks = {t.options.stack if t.backend == "ale" else 0 for t in getattr(env, "tasks", ())}
+    return stacks.pop() if len(stacks) == 1 else 0
+
+
 class SAC:
     def __init__(self, env, actor: nn.Module, q1: nn.Module, q2: nn.Module, cfg: SACConfig,
                  device: torch.device | str = "cpu", seed: int = 0):
@@ -90,7 +97,8 @@ class SAC:
         act_space = env.single_action_space
         self.buffer = ReplayBuffer(cfg.buffer_size, env.num_envs, env.single_observation_space.shape,
                                    env.single_observation_space.dtype, () if self.discrete else act_space.shape,
-                                   np.int64 if self.discrete else np.float32, env.action_mask.shape[1:], self.device, seed)
+                                   np.int64 if self.discrete else np.float32, env.action_mask.shape[1:], self.device, seed,
+                                   frame_stack=frames_per_stack(env))
         self.rng = np.random.default_rng(seed)
         self.global_step, self.num_updates = 0, 0
         self.next_obs = None

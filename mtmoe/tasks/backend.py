@@ -17,8 +17,8 @@ returns is a plain numpy array in a fixed layout:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Protocol
+from dataclasses import dataclass
+from typing import Callable, Literal, Protocol
 
 import numpy as np
 
@@ -95,11 +95,11 @@ class BackendInfo:
 
     name: str
     factory: Callable[..., VecBackend]
-    """factory(env: str, num_envs: int, options: <options dataclass>, max_episode_steps: int | None)"""
+    """A VecBackend class (or function) called as
+    factory(env: str, num_envs: int, options: <options dataclass>, max_episode_steps: int | None)."""
     options: type
     """A dataclass whose fields (with defaults) are the backend's allowed YAML options."""
     describe: str = ""
-    default_normalization: dict[str, Any] = field(default_factory=dict)
 
 
 BACKENDS: dict[str, BackendInfo] = {}

@@ -128,9 +128,5 @@ class AleVecEnv:
         self.env.close()
 
 
-def make(env: str, num_envs: int, options: AleOptions, max_episode_steps: int | None) -> AleVecEnv:
-    return AleVecEnv(env, num_envs, options, max_episode_steps)
-
-
-register_backend("ale", make, AleOptions,
+register_backend("ale", AleVecEnv, AleOptions,
                  describe="Atari 2600 via ale-py's C++ vector env (84x84 gray, stack 4, sticky actions)")

@@ -93,9 +93,5 @@ class GymVecEnv:
         self.env.close()
 
 
-def make(env: str, num_envs: int, options: GymOptions, max_episode_steps: int | None) -> GymVecEnv:
-    return GymVecEnv(env, num_envs, options, max_episode_steps)
-
-
-register_backend("gym", make, GymOptions,
+register_backend("gym", GymVecEnv, GymOptions,
                  describe="any gymnasium id (vector or HWC image obs; Discrete or Box actions)")

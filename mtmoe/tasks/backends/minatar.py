@@ -132,9 +132,5 @@ class MinAtarVecEnv:
         self.envs.clear()
 
 
-def make(env: str, num_envs: int, options: MinAtarOptions, max_episode_steps: int | None) -> MinAtarVecEnv:
-    return MinAtarVecEnv(env, num_envs, options, max_episode_steps)
-
-
-register_backend("minatar", make, MinAtarOptions,
+register_backend("minatar", MinAtarVecEnv, MinAtarOptions,
                  describe="MinAtar 10x10 games (Breakout, SpaceInvaders, Asterix, Freeway, Seaquest)")

@@ -64,9 +64,5 @@ class MujocoVecEnv:
             env.close()
 
 
-def make(env: str, num_envs: int, options: MujocoOptions, max_episode_steps: int | None) -> MujocoVecEnv:
-    return MujocoVecEnv(env, num_envs, options, max_episode_steps)
-
-
-register_backend("mujoco", make, MujocoOptions,
+register_backend("mujoco", MujocoVecEnv, MujocoOptions,
                  describe="gymnasium MuJoCo envs (HalfCheetah-v5, Hopper-v5, Walker2d-v5, Ant-v5, Humanoid-v5, ...)")

@@ -110,9 +110,5 @@ class ProcgenVecEnv:
         self.env.close()
 
 
-def make(env: str, num_envs: int, options: ProcgenOptions, max_episode_steps: int | None) -> ProcgenVecEnv:
-    return ProcgenVecEnv(env, num_envs, options, max_episode_steps)
-
-
-register_backend("procgen", make, ProcgenOptions,
+register_backend("procgen", ProcgenVecEnv, ProcgenOptions,
                  describe="Procgen games via procgen-mirror's gym3 API (64x64 RGB, 15 actions)")
