@@ -50,3 +50,23 @@ def test_runs_never_overwrite_each_other(tmp_path):
     a = train(cfg, REGISTRY, tmp_path, progress=False)
     b = train(cfg, REGISTRY, tmp_path, progress=False)
     assert a != b and (a / "summary.json").exists() and (b / "summary.json").exists()
+
+
+def test_non_finite_loss_stops_the_run_with_a_clear_message(tmp_path):
+    from mtmoe.errors import MtmoeError
+
+    cfg, _ = compose(REGISTRY, "minatar-single", steps=6 * 16 * 50,
+                     sets=TINY["ppo"] + ["ppo.learning_rate=1e30", "ppo.max_grad_norm=1e30", "ppo.anneal_lr=false"])
+    with pytest.raises(MtmoeError, match="non-finite loss") as err:
+        train(cfg, REGISTRY, tmp_path, progress=False)
+    run_dir = next((tmp_path / "minatar-single").iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["stopped"] and summary["steps"] < 6 * 16 * 50
+    assert "\n" not in str(err.value)
+
+
+def test_set_parses_scientific_notation_and_lists():
+    from mtmoe.runner.config import parse_sets
+
+    assert parse_sets(["ppo.learning_rate=1e-3", "net.hidden=[64, 64]", "seed=3", "name=abc"]) == {
+        "ppo": {"learning_rate": 1e-3}, "net": {"hidden": [64, 64]}, "seed": 3, "name": "abc"}

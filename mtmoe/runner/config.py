@@ -116,6 +116,11 @@ def parse_sets(pairs: list[str]) -> dict:
             raise ConfigError("--set", pair, "expected key=value")
         key, raw = pair.split("=", 1)
         value = yaml.safe_load(raw)
+        if isinstance(value, str):  # YAML 1.1 reads '1e-3' as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         node = out
         parts = key.strip().split(".")
         for p in parts[:-1]:

@@ -8,6 +8,7 @@ TensorBoard events in ``tb/`` and ``summary.json`` at the end.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections import defaultdict, deque
@@ -107,7 +108,7 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
     log = EpisodeLog(env.task_names)
     first_means: dict[str, float] = {}
     show = sys.stderr.isatty() if progress is None else progress
-    start, last_log = time.time(), 0
+    start, last_log, stopped = time.time(), 0, None
     iterator = agent.iterate(cfg.steps, **({"log_every": cfg.log_every} if cfg.algo == "sac" else {}))
     bar = _Progress(cfg.steps, env.task_names, show)
     with open(run_dir / "metrics.jsonl", "a") as metrics:
@@ -119,7 +120,8 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
                 if m is not None and t not in first_means:
                     first_means[t] = m
             bar.update(step, log.means())
-            if step - last_log >= cfg.log_every or step >= cfg.steps or switches:
+            bad = [k for k, v in stats.items() if isinstance(v, float) and not math.isfinite(v) and k != "explained_variance"]
+            if bad or step - last_log >= cfg.log_every or step >= cfg.steps or switches:
                 last_log = step
                 elapsed = time.time() - start
                 line = {"global_step": step, "time": round(elapsed, 2), "sps": round(step / max(elapsed, 1e-9), 1),
@@ -134,6 +136,9 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
                 for t, m in log.means().items():
                     if m is not None:
                         writer.add_scalar(f"return/{t}", m, step)
+            if bad:
+                stopped = f"{bad[0]} became {stats[bad[0]]} at step {step:,}"
+                break
     bar.close()
     elapsed = time.time() - start
     summary = {
@@ -143,10 +148,13 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
         "first_return": first_means, "final_return": log.means(), "final_normalized": log.norm_means(),
         "episodes": dict(log.count),
         "param_counts": {name: net.param_counts() for name, net in nets.items()},
+        "stopped": stopped,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     writer.close()
     env.close()
+    if stopped:
+        raise MtmoeError(f"the run stopped: {stopped} (non-finite loss); what it logged is in {run_dir}")
     return run_dir
 
 
