@@ -145,13 +145,17 @@ class SAC:
         obs, nxt, task = b["obs"], b["next_obs"], b["task"]
         mask = b["mask"] if self.discrete else b["mask"].float()
         not_done = 1.0 - b["terminated"]
+        n = obs.shape[0]
+        # one actor forward for s and s' (its parameters do not change before the actor step):
+        # the s' half feeds the critic target, the s half the actor loss
+        pol, log_pol = self.policy(torch.cat([obs, nxt]), torch.cat([task, task]), torch.cat([mask, mask]))
         with torch.no_grad():
             if self.discrete:
-                p, log_p = self.policy(nxt, task, mask)
+                p, log_p = pol[n:], log_pol[n:]
                 q_next = torch.min(self.q1_target(nxt, task_id=task), self.q2_target(nxt, task_id=task))
                 v_next = (p * (q_next - self.alpha(task)[:, None] * log_p)).sum(-1)
             else:
-                a_next, log_p = self.policy(nxt, task, mask)
+                a_next, log_p = pol[n:], log_pol[n:]
                 q_next = torch.min(self.q1_target(nxt, a_next, task_id=task), self.q2_target(nxt, a_next, task_id=task))
                 v_next = q_next - self.alpha(task) * log_p
             target = b["rewards"] + cfg.gamma * not_done * v_next
@@ -169,18 +173,23 @@ class SAC:
 
         if self.num_updates % cfg.policy_frequency == 0:
             alpha = self.alpha(task).detach()
+            aux = cfg.aux_coef * self._aux(self.actor)  # from the actor forward above
             if self.discrete:
-                p, log_p = self.policy(obs, task, mask)
+                p, log_p = pol[:n], log_pol[:n]
                 with torch.no_grad():
                     q = torch.min(self.q1(obs, task_id=task), self.q2(obs, task_id=task))
                 actor_loss = (p * (alpha[:, None] * log_p - q)).sum(-1).mean()
                 entropy = -(p * torch.where(p > 0, log_p, torch.zeros_like(log_p))).sum(-1)
             else:
-                a, log_p = self.policy(obs, task, mask)
+                a, log_p = pol[:n], log_pol[:n]
+                for param in self._online:  # the actor loss needs dQ/da, not the critics' weight grads
+                    param.requires_grad_(False)
                 q = torch.min(self.q1(obs, a, task_id=task), self.q2(obs, a, task_id=task))
+                for param in self._online:
+                    param.requires_grad_(True)
                 actor_loss = (alpha * log_p - q).mean()
                 entropy = -log_p
-            actor_loss = actor_loss + cfg.aux_coef * self._aux(self.actor)
+            actor_loss = actor_loss + aux
             self.actor_opt.zero_grad(set_to_none=True)
             actor_loss.backward()
             self.actor_opt.step()
