@@ -30,12 +30,24 @@ def test_run_writes_every_file(tmp_path, suite, algo, steps, placement):
     assert run_dir.parent == tmp_path / suite
     config = json.loads((run_dir / "config.json").read_text())
     assert config["net"]["placement"] == placement and config["steps"] == steps
-    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    every = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    lines = [x for x in every if "probe" not in x]
+    probes = [x["probe"] for x in every if "probe" in x]
     assert lines and lines[-1]["global_step"] >= steps - cfg.num_envs
     for line in lines:
         for k, v in line.items():
             if isinstance(v, float):
                 assert math.isfinite(v), (k, v)
+    # probes: every task, every tower, dormant fractions in [0, 1], finite numbers; MoE routing
+    assert probes and set(probes[-1]["tasks"]) == set(spec.tasks)
+    for per_tower in probes[-1]["tasks"].values():
+        for values in per_tower.values():
+            assert all(0.0 <= values[f"dormant@{tau}"] <= 1.0 for tau in (0.0, 0.025, 0.1))
+            assert values["dormant@0.0"] <= values["dormant@0.025"] <= values["dormant@0.1"]
+            assert values["srank"] >= 1 and math.isfinite(values["feature_norm"])
+    assert probes[-1]["moe"], "an MoE placement must report routing"
+    for stats in probes[-1]["moe"].values():
+        assert 0.0 <= stats["load_entropy"] <= 1.0 + 1e-6 and stats.get("task_mi", 0.0) >= -1e-9
     assert list((run_dir / "tb").iterdir())
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["placement"] == placement and summary["steps"] >= steps - cfg.num_envs

@@ -48,6 +48,10 @@ class RunConfig:
     """Env steps between metric lines (at least one PPO iteration)."""
     threads: int = 0
     """torch CPU threads (0: torch's default)."""
+    probe_every: int = 0
+    """Env steps between plasticity/routing probes (0: 20 probes per run; -1: none)."""
+    probe_per_task: int = 256
+    """Observations per task in the fixed probe batch."""
     net: NetConfig = field(default_factory=NetConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     sac: SACConfig = field(default_factory=SACConfig)

@@ -111,6 +111,7 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
     start, last_log, stopped = time.time(), 0, None
     iterator = agent.iterate(cfg.steps, **({"log_every": cfg.log_every} if cfg.algo == "sac" else {}))
     bar = _Progress(cfg.steps, env.task_names, show)
+    prober = _Prober(cfg, env, nets, device, writer)
     with open(run_dir / "metrics.jsonl", "a") as metrics:
         for stats in iterator:
             log.add(stats.pop("episodes"))
@@ -139,6 +140,7 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
             if bad:
                 stopped = f"{bad[0]} became {stats[bad[0]]} at step {step:,}"
                 break
+            prober.maybe(step, metrics)
     bar.close()
     elapsed = time.time() - start
     summary = {
@@ -149,6 +151,7 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
         "episodes": dict(log.count),
         "param_counts": {name: net.param_counts() for name, net in nets.items()},
         "stopped": stopped,
+        "final_probe": prober.last,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     writer.close()
@@ -156,6 +159,34 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
     if stopped:
         raise MtmoeError(f"the run stopped: {stopped} (non-finite loss); what it logged is in {run_dir}")
     return run_dir
+
+
+class _Prober:
+    """Runs the plasticity/routing probes on schedule and logs them (metrics.jsonl + TensorBoard)."""
+
+    def __init__(self, cfg: RunConfig, env, nets: dict, device: torch.device, writer):
+        from mtmoe.runner.probes import collect_probe_batch
+
+        self.every = cfg.probe_every if cfg.probe_every > 0 else max(1, cfg.steps // 20)
+        self.enabled = cfg.probe_every >= 0
+        self.nets, self.writer, self.names = nets, writer, env.task_names
+        self.action_dim = 0 if hasattr(env.single_action_space, "n") else env.single_action_space.shape[0]
+        self.next, self.last = 0, None
+        if self.enabled:
+            obs, task = collect_probe_batch(env, cfg.probe_per_task, cfg.seed)
+            self.obs, self.task = torch.from_numpy(obs).to(device), torch.from_numpy(task).to(device)
+
+    def maybe(self, step: int, metrics) -> None:
+        if not self.enabled or step < self.next:
+            return
+        from mtmoe.runner.probes import flatten, probe
+
+        probe_nets = {k: v for k, v in self.nets.items() if k != "q2"}  # q2 is q1's twin
+        self.last = probe(probe_nets, self.obs, self.task, self.names, self.action_dim)
+        metrics.write(json.dumps({"global_step": step, "probe": self.last}) + "\n")
+        for key, value in flatten(self.last).items():
+            self.writer.add_scalar(f"probe/{key}", value, step)
+        self.next = step + self.every
 
 
 class _Progress:

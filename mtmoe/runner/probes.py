@@ -1,0 +1,107 @@
+"""Plasticity and routing probes on a fixed probe batch per task.
+
+The probe batch is drawn once at the start of a run, by random valid actions in a
+*simultaneous* mixture of the suite's tasks (so a continual suite is probed on every task, not
+only on the one it trains now). Every probe point feeds it through the networks and records,
+per task and per tower (actor, critic, or q1 …): the τ-dormant fraction over the tower's
+hidden layers (Sokar et al. 2023), srank of the last hidden layer (Kumar et al. 2021), the
+feature norm, the weight norm; and per MoE layer: expert-load entropy and the mutual
+information between task and expert.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from mtmoe.metrics import (dormant_ratio_layers, expert_load_entropy, feature_norm, mutual_information, srank,
+                           weight_norms)
+from mtmoe.tasks.mixture import TaskMixture
+
+TAUS = (0.0, 0.025, 0.1)
+
+
+def collect_probe_batch(env: TaskMixture, per_task: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(obs, task_id) with `per_task` observations of every task, from random valid actions."""
+    suite = dataclasses.replace(env.suite, mode="simultaneous", switch_every=None, order=env.suite.tasks, cycles=1,
+                                num_envs=None, envs_per_task=min(8, per_task))
+    probe_env = TaskMixture(suite, env.tasks)
+    rng = np.random.default_rng(seed)
+    obs, info = probe_env.reset(seed=seed + 1)
+    seen = {k: [] for k in range(env.num_tasks)}
+    while min(len(v) for v in seen.values()) < per_task:
+        for row, k in zip(obs, info["task_id"]):
+            if len(seen[int(k)]) < per_task:
+                seen[int(k)].append(row)
+        if probe_env.spaces.discrete:
+            actions = np.argmax(rng.random(info["action_mask"].shape) + info["action_mask"], -1)
+        else:
+            actions = rng.uniform(-1, 1, (probe_env.num_envs, *probe_env.single_action_space.shape)).astype(np.float32)
+        for _ in range(int(rng.integers(1, 8))):  # spread the samples over time
+            obs, _, _, _, info = probe_env.step(actions)
+    probe_env.close()
+    tasks = np.repeat(np.arange(env.num_tasks), per_task)
+    return np.stack([row for k in range(env.num_tasks) for row in seen[k]]), tasks
+
+
+def _tower_of(layer: str) -> str:
+    return layer.split(".", 1)[0]
+
+
+def _probed(name: str, tower: str) -> bool:
+    """Layers whose neurons count for the dormant ratio: torso convs/fcs, hidden layers, experts."""
+    parts = name.split(".")
+    return parts[0] == tower and ((parts[1] == "torso" and len(parts) > 2) or parts[1].startswith("hidden"))
+
+
+@torch.no_grad()
+def probe(nets: dict[str, torch.nn.Module], obs: torch.Tensor, task: torch.Tensor, task_names: list[str],
+          action_dim: int = 0) -> dict:
+    """Nested dict: {task: {tower: {dormant@τ, srank, feature_norm}}, weight_norm: {tower},
+    moe: {layer: {load_entropy, task_mi}}}. `nets` maps a name (actor_critic, actor, q1 …)
+    to a network with `features()`."""
+    out: dict = {"tasks": {}, "weight_norm": {}, "moe": {}}
+    for name, net in nets.items():
+        kwargs = {}
+        if name.startswith("q") and action_dim:  # Q(s, a) probes need actions: use zeros
+            kwargs["action"] = torch.zeros(obs.shape[0], action_dim, device=obs.device)
+        for k, tname in enumerate(task_names):
+            sel = task == k
+            feats = net.features(obs[sel], task[sel], **{a: v[sel] for a, v in kwargs.items()})
+            towers = sorted({_tower_of(n) for n in feats})
+            for tower in towers:
+                key = tower if name in ("actor_critic", "actor") else f"{name}.{tower}"
+                layers = {n: f for n, f in feats.items() if _probed(n, tower)}
+                outputs = [n for n in layers if len(n.split(".")) == 2]  # hidden outputs, not experts
+                if not outputs:
+                    continue
+                dormant = dormant_ratio_layers(layers, TAUS)["overall"]
+                penult = feats[outputs[-1]]
+                out["tasks"].setdefault(tname, {})[key] = {
+                    **{f"dormant@{tau}": float(v) for tau, v in dormant.items()},
+                    "srank": int(srank(penult)), "feature_norm": float(feature_norm(penult))}
+        out["weight_norm"][name] = float(weight_norms(net)[1])
+        if getattr(net, "moe_layers", dict)():
+            net(obs, kwargs["action"], task_id=task) if kwargs else net(obs, task)
+            for layer, tel in net.moe_telemetry().items():
+                key = layer if name in ("actor_critic", "actor") else f"{name}.{layer}"
+                stats = {"load_entropy": float(expert_load_entropy(tel["load"], normalize=True))}
+                if "gate_probs_per_task" in tel:
+                    stats["task_mi"] = float(mutual_information(tel["gate_probs_per_task"], tel["task_count"]))
+                out["moe"][key] = stats
+            net.aux_loss()  # drop the probe's load-balancing loss: it must not reach training
+    return out
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, float]:
+    """{'a': {'b': 1}} -> {'a/b': 1} (for TensorBoard)."""
+    flat = {}
+    for k, v in d.items():
+        key = f"{prefix}/{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            flat.update(flatten(v, key))
+        else:
+            flat[key] = v
+    return flat
