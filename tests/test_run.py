@@ -14,8 +14,9 @@ from mtmoe.tasks import load_registry
 REGISTRY = load_registry()
 
 TINY = {
-    "ppo": ["num_envs=6", "ppo.num_steps=16", "ppo.num_minibatches=2", "ppo.update_epochs=1", "log_every=1"],
-    "sac": ["sac.learning_starts=50", "sac.buffer_size=1000", "sac.batch_size=32", "log_every=50"],
+    "ppo": ["num_envs=6", "ppo.num_steps=16", "ppo.num_minibatches=2", "ppo.update_epochs=1", "log_every=1",
+            "eval_episodes=2"],
+    "sac": ["sac.learning_starts=50", "sac.buffer_size=1000", "sac.batch_size=32", "log_every=50", "eval_episodes=1"],
 }
 
 
@@ -31,7 +32,10 @@ def test_run_writes_every_file(tmp_path, suite, algo, steps, placement):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["net"]["placement"] == placement and config["steps"] == steps
     every = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    lines = [x for x in every if "probe" not in x]
+    lines = [x for x in every if "probe" not in x and "eval" not in x]
+    evals = [x["eval"] for x in every if "eval" in x]
+    assert evals and set(evals[-1]) == set(spec.tasks)
+    assert all(r["episodes"] <= 2 for r in evals[-1].values())
     probes = [x["probe"] for x in every if "probe" in x]
     assert lines and lines[-1]["global_step"] >= steps - cfg.num_envs
     for line in lines:
@@ -52,9 +56,13 @@ def test_run_writes_every_file(tmp_path, suite, algo, steps, placement):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["placement"] == placement and summary["steps"] >= steps - cfg.num_envs
     assert set(summary["final_return"]) == set(spec.tasks)
+    assert summary["eval"] == evals[-1]
     if spec.mode == "sequential":  # the switches of the schedule show up in the metrics
         switches = [s for line in lines for s in line["switches"]]
         assert [s["to"] for s in switches] == list(spec.order[1:])
+        ns = summary["nonstationarity"]
+        assert [p[0] for p in ns["phases"]] == list(spec.order)
+        assert {"forgetting", "switch_drop", "steps_to_recover"} <= set(ns)
 
 
 def test_runs_never_overwrite_each_other(tmp_path):

@@ -112,6 +112,18 @@ class PPO:
         entropy = log_std + 0.5 * (1.0 + math.log(2 * math.pi))
         return action, (logp * active).sum(-1), (entropy * active).sum(-1)
 
+    @torch.no_grad()
+    def act(self, obs_np: np.ndarray, info: dict, deterministic: bool = False) -> np.ndarray:
+        """Actions for evaluation: the policy's mode (deterministic) or a sample."""
+        obs, task = to_device(obs_np, self.device), to_device(info["task_id"], self.device)
+        mask = to_device(info["action_mask"], self.device) if self.mask is not None else None
+        actor_out = self.net.actor(obs, task)
+        if not deterministic:
+            return self._dist_stats(actor_out, mask)[0].cpu().numpy()
+        if self.discrete:
+            return self._masked_logits(actor_out, mask).argmax(-1).cpu().numpy()
+        return actor_out[0].cpu().numpy()
+
     # ------------------------------------------------------------------ loop
 
     def reset(self):

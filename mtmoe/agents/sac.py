@@ -122,7 +122,17 @@ class SAC:
         log_p = log_p - torch.log(1 - action.pow(2) + 1e-6)
         return action * mask, (log_p * mask).sum(-1)
 
-    def act(self, obs_np, info) -> np.ndarray:
+    def act(self, obs_np, info, deterministic: bool = False) -> np.ndarray:
+        """Training actions (uniform before `learning_starts`), or evaluation actions when
+        `deterministic` (the mean action / the most likely action)."""
+        if deterministic:
+            obs, task = to_device(obs_np, self.device), to_device(info["task_id"], self.device)
+            mask = to_device(info["action_mask"], self.device)
+            with torch.no_grad():
+                if self.discrete:
+                    return self.policy(obs, task, mask)[0].argmax(-1).cpu().numpy()
+                mean, _ = self.actor(obs, task)
+                return (torch.tanh(mean) * mask.float()).cpu().numpy()
         if self.global_step < self.cfg.learning_starts:
             if self.discrete:  # uniform over each slot's valid actions
                 logits = self.rng.random(info["action_mask"].shape) + info["action_mask"]

@@ -48,6 +48,10 @@ class RunConfig:
     """Env steps between metric lines (at least one PPO iteration)."""
     threads: int = 0
     """torch CPU threads (0: torch's default)."""
+    eval_every: int = 0
+    """Env steps between evaluations (0: 10 per run; -1: none)."""
+    eval_episodes: int = 8
+    """Evaluation episodes per task (deterministic policy, separate envs)."""
     probe_every: int = 0
     """Env steps between plasticity/routing probes (0: 20 probes per run; -1: none)."""
     probe_per_task: int = 256

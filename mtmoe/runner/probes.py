@@ -11,23 +11,19 @@ information between task and expert.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import torch
 
 from mtmoe.metrics import (dormant_ratio_layers, expert_load_entropy, feature_norm, mutual_information, srank,
                            weight_norms)
-from mtmoe.tasks.mixture import TaskMixture
+from mtmoe.tasks.mixture import TaskMixture, simultaneous_twin
 
 TAUS = (0.0, 0.025, 0.1)
 
 
 def collect_probe_batch(env: TaskMixture, per_task: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(obs, task_id) with `per_task` observations of every task, from random valid actions."""
-    suite = dataclasses.replace(env.suite, mode="simultaneous", switch_every=None, order=env.suite.tasks, cycles=1,
-                                num_envs=None, envs_per_task=min(8, per_task))
-    probe_env = TaskMixture(suite, env.tasks)
+    probe_env = simultaneous_twin(env, min(8, per_task))
     rng = np.random.default_rng(seed)
     obs, info = probe_env.reset(seed=seed + 1)
     seen = {k: [] for k in range(env.num_tasks)}

@@ -112,6 +112,7 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
     iterator = agent.iterate(cfg.steps, **({"log_every": cfg.log_every} if cfg.algo == "sac" else {}))
     bar = _Progress(cfg.steps, env.task_names, show)
     prober = _Prober(cfg, env, nets, device, writer)
+    evaluation = _Evaluation(cfg, env, writer)
     with open(run_dir / "metrics.jsonl", "a") as metrics:
         for stats in iterator:
             log.add(stats.pop("episodes"))
@@ -141,8 +142,12 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
                 stopped = f"{bad[0]} became {stats[bad[0]]} at step {step:,}"
                 break
             prober.maybe(step, metrics)
+            evaluation.maybe(step, metrics, agent)
     bar.close()
     elapsed = time.time() - start
+    if not stopped:
+        with open(run_dir / "metrics.jsonl", "a") as metrics:
+            evaluation.maybe(agent.global_step, metrics, agent, final=True)
     summary = {
         "suite": cfg.suite, "algo": cfg.algo, "placement": cfg.net.placement, "position": cfg.net.position,
         "moe": cfg.net.moe, "seed": cfg.seed, "steps": agent.global_step, "wall_time_s": round(elapsed, 1),
@@ -152,10 +157,14 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
         "param_counts": {name: net.param_counts() for name, net in nets.items()},
         "stopped": stopped,
         "final_probe": prober.last,
+        "eval": evaluation.last,
+        "nonstationarity": evaluation.nonstationarity(env, agent.global_step),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     writer.close()
     env.close()
+    if evaluation.evaluator is not None:
+        evaluation.evaluator.close()
     if stopped:
         raise MtmoeError(f"the run stopped: {stopped} (non-finite loss); what it logged is in {run_dir}")
     return run_dir
@@ -187,6 +196,35 @@ class _Prober:
         for key, value in flatten(self.last).items():
             self.writer.add_scalar(f"probe/{key}", value, step)
         self.next = step + self.every
+
+
+class _Evaluation:
+    """Evaluation episodes on schedule (and at the end), logged like the probes."""
+
+    def __init__(self, cfg: RunConfig, env, writer):
+        from mtmoe.runner.evaluate import Evaluator
+
+        self.every = cfg.eval_every if cfg.eval_every > 0 else max(1, cfg.steps // 10)
+        self.evaluator = Evaluator(env, cfg.eval_episodes, cfg.seed + 10_000) if cfg.eval_every >= 0 else None
+        self.writer, self.next, self.last, self.last_step = writer, self.every, None, -1
+
+    def maybe(self, step: int, metrics, agent, final: bool = False) -> None:
+        if self.evaluator is None or (step < self.next and not final) or step == self.last_step:
+            return
+        self.last, self.last_step = self.evaluator.run(agent, step), step
+        metrics.write(json.dumps({"global_step": step, "eval": self.last}) + "\n")
+        for task, result in self.last.items():
+            for key in ("return", "normalized"):
+                if result[key] is not None:
+                    self.writer.add_scalar(f"eval/{task}/{key}", result[key], step)
+        self.next = step + self.every
+
+    def nonstationarity(self, env, total_steps: int) -> dict | None:
+        if self.evaluator is None or not env.schedule:
+            return None
+        from mtmoe.runner.evaluate import nonstationarity_summary
+
+        return nonstationarity_summary(self.evaluator.curves, env.schedule, env.task_names, total_steps)
 
 
 class _Progress:

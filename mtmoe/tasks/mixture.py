@@ -17,6 +17,7 @@ Training rewards follow each task's reward handling (clip, scale); scores stay r
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -244,3 +245,10 @@ class TaskMixture(gym.vector.VectorEnv):
         for b in self.backends:
             b.close()
 
+
+def simultaneous_twin(env: TaskMixture, envs_per_task: int) -> TaskMixture:
+    """A simultaneous mixture of the same tasks with the same unified spaces: evaluation and
+    probes see every task, whether the suite is simultaneous or sequential."""
+    suite = dataclasses.replace(env.suite, mode="simultaneous", switch_every=None, order=env.suite.tasks, cycles=1,
+                                num_envs=None, envs_per_task=envs_per_task)
+    return TaskMixture(suite, env.tasks)

@@ -1,0 +1,53 @@
+"""Evaluation episodes per task on separate envs, and the non-stationarity metrics built on them.
+
+Evaluation runs a simultaneous twin of the suite's mixture (every task, whatever the suite's
+mode) with the agent's deterministic policy until each task has `episodes` finished games, or
+a step cap is hit (then a task may report fewer, or none: its score is None).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mtmoe.metrics import forgetting, steps_to_recover, switch_drop
+from mtmoe.tasks.mixture import TaskMixture, simultaneous_twin
+
+
+class Evaluator:
+    def __init__(self, env: TaskMixture, episodes: int, seed: int, max_vector_steps: int = 5000):
+        self.env = simultaneous_twin(env, max(1, min(episodes, 4)))
+        self.episodes, self.seed, self.cap = episodes, seed, max_vector_steps
+        self.names = env.task_names
+        self.calls = 0
+        self.curves: dict[str, list[tuple[int, float]]] = {t: [] for t in self.names}
+
+    def run(self, agent, step: int) -> dict[str, dict]:
+        obs, info = self.env.reset(seed=self.seed + 7919 * self.calls)
+        self.calls += 1
+        done: dict[str, list[dict]] = {t: [] for t in self.names}
+        for _ in range(self.cap):
+            obs, _, _, _, info = self.env.step(agent.act(obs, info, deterministic=True))
+            for e in info.get("episodes", []):
+                done[e["task"]].append(e)
+            if min(len(v) for v in done.values()) >= self.episodes:
+                break
+        out = {}
+        for t, eps in done.items():
+            eps = eps[: self.episodes]
+            norm = float(np.mean([e["normalized"] for e in eps])) if eps else None
+            out[t] = {"return": float(np.mean([e["return"] for e in eps])) if eps else None,
+                      "normalized": norm, "episodes": len(eps)}
+            if norm is not None:
+                self.curves[t].append((step, norm))
+        return out
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def nonstationarity_summary(curves: dict, schedule, task_names: list[str], total_steps: int) -> dict:
+    """Forgetting, drop on return and steps to recover for a sequential run (normalized scores)."""
+    phases = [(task_names[p.task_index], p.start, p.end if p.end is not None else total_steps) for p in schedule]
+    phases = [p for p in phases if p[1] < p[2]]  # a run may stop before its last phase starts
+    return {"phases": phases, "forgetting": forgetting(curves, phases), "switch_drop": switch_drop(curves, phases),
+            "steps_to_recover": steps_to_recover(curves, phases)}
