@@ -125,13 +125,16 @@ def run_summary(run_dir) -> None:
 
     summary = json.loads((Path(run_dir) / "summary.json").read_text())
     table = Table(title=f"{summary['suite']} · {summary['algo']} · placement {summary['placement']} · seed {summary['seed']}")
-    for col in ("task", "episodes", "first return", "final return (last 20)", "final normalized"):
+    for col in ("task", "episodes", "first return", "final return (last 20)", "final normalized", "final eval"):
         table.add_column(col)
+    evals = summary.get("eval") or {}
     for t, final in summary["final_return"].items():
         first = summary["first_return"].get(t)
         norm = summary["final_normalized"].get(t)
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-        table.add_row(t, str(summary["episodes"].get(t, 0)), fmt(first), fmt(final), fmt(norm))
+        table.add_row(t, str(summary["episodes"].get(t, 0)), fmt(first), fmt(final), fmt(norm),
+                      fmt(evals.get(t, {}).get("return")))
     console.print(table)
-    console.print(f"{summary['steps']:,} env steps in {summary['wall_time_s']:.0f} s "
-                  f"({summary['steps_per_s']:,.0f} steps/s on {summary['device']}); results in {run_dir}")
+    console.print(f"{summary['steps']:,} env steps in {summary['wall_time_s']:.0f} s, of which "
+                  f"{summary['eval_and_probe_time_s']:.0f} s evaluation and probes "
+                  f"({summary['steps_per_s']:,.0f} training steps/s on {summary['device']}); results in {run_dir}")

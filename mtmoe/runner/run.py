@@ -109,6 +109,7 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
     first_means: dict[str, float] = {}
     show = sys.stderr.isatty() if progress is None else progress
     start, last_log, stopped = time.time(), 0, None
+    measuring = 0.0  # seconds spent in evaluation and probes: not counted in training steps/s
     iterator = agent.iterate(cfg.steps, **({"log_every": cfg.log_every} if cfg.algo == "sac" else {}))
     bar = _Progress(cfg.steps, env.task_names, show)
     prober = _Prober(cfg, env, nets, device, writer)
@@ -126,7 +127,8 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
             if bad or step - last_log >= cfg.log_every or step >= cfg.steps or switches:
                 last_log = step
                 elapsed = time.time() - start
-                line = {"global_step": step, "time": round(elapsed, 2), "sps": round(step / max(elapsed, 1e-9), 1),
+                line = {"global_step": step, "time": round(elapsed, 2),
+                        "sps": round(step / max(elapsed - measuring, 1e-9), 1),
                         **{k: v for k, v in stats.items() if k != "global_step"},
                         "return": log.means(), "normalized": log.norm_means(), "episodes": dict(log.count),
                         "switches": switches}
@@ -141,8 +143,10 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
             if bad:
                 stopped = f"{bad[0]} became {stats[bad[0]]} at step {step:,}"
                 break
+            t0 = time.time()
             prober.maybe(step, metrics)
             evaluation.maybe(step, metrics, agent)
+            measuring += time.time() - t0
     bar.close()
     elapsed = time.time() - start
     if not stopped:
@@ -151,7 +155,8 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
     summary = {
         "suite": cfg.suite, "algo": cfg.algo, "placement": cfg.net.placement, "position": cfg.net.position,
         "moe": cfg.net.moe, "seed": cfg.seed, "steps": agent.global_step, "wall_time_s": round(elapsed, 1),
-        "steps_per_s": round(agent.global_step / elapsed, 1), "device": str(device),
+        "eval_and_probe_time_s": round(measuring, 1),
+        "steps_per_s": round(agent.global_step / max(elapsed - measuring, 1e-9), 1), "device": str(device),
         "first_return": first_means, "final_return": log.means(), "final_normalized": log.norm_means(),
         "episodes": dict(log.count),
         "param_counts": {name: net.param_counts() for name, net in nets.items()},
