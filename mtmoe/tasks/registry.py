@@ -59,14 +59,14 @@ class Registry:
 
     def task(self, task_id: str) -> TaskSpec:
         if task_id not in self.tasks:
-            raise ConfigError("mtmoe", "", f"unknown task {task_id!r} (see `mtmoe tasks`)")
+            raise ConfigError("task", "", f"unknown task {task_id!r} (see `mtmoe tasks`)")
         return self.tasks[task_id]
 
     def suite(self, name: str) -> SuiteSpec:
         if name not in self.suites:
             close = [s for s in self.suites if name.split("-")[0] in s]
             hint = f"; did you mean {', '.join(close)}?" if close else " (see `mtmoe suites`)"
-            raise ConfigError("mtmoe", "", f"unknown suite {name!r}{hint}")
+            raise ConfigError("--suite", "", f"unknown suite {name!r}{hint}")
         return self.suites[name]
 
     def _add(self, table: dict, spec: Any, key: str, override: bool, kind: str) -> None:
