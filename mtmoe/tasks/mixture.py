@@ -94,6 +94,7 @@ class TaskMixture(gym.vector.VectorEnv):
         self.specs = [b.spec for b in self.backends]
         self.spaces: UnifiedSpaces = unify(self.task_names, self.specs, suite.action_union, suite.source)
         self.rescalers = [ActionRescaler(s) for s in self.specs] if not self.spaces.discrete else []
+        self._async = all(hasattr(b, "step_async") for b in self.backends)
         self.single_observation_space = self.spaces.observation_space
         self.single_action_space = self.spaces.action_space
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
@@ -153,7 +154,7 @@ class TaskMixture(gym.vector.VectorEnv):
 
     def _local_actions(self, k: int, actions: np.ndarray) -> np.ndarray:
         a = actions[self.slices[k]]
-        return self.spaces.to_local[k][a.astype(np.int64)] if self.spaces.discrete else self.rescalers[k](a)
+        return self.spaces.to_local[k][a.astype(np.int64, copy=False)] if self.spaces.discrete else self.rescalers[k](a)
 
     def _training_reward(self, raw: np.ndarray, k: int) -> np.ndarray:
         handling = self.tasks[k].reward
@@ -168,7 +169,7 @@ class TaskMixture(gym.vector.VectorEnv):
         return obs
 
     def _step_backends(self, active: list[int], actions: np.ndarray) -> list:
-        if len(active) == 1 or not all(hasattr(self.backends[k], "step_async") for k in active):
+        if len(active) == 1 or not self._async:
             return [self.backends[k].step(self._local_actions(k, actions)) for k in active]
         for k in active:  # start all, then wait: tasks step in parallel
             self.backends[k].step_async(self._local_actions(k, actions))
