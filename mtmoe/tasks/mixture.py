@@ -95,6 +95,8 @@ class TaskMixture(gym.vector.VectorEnv):
         self.spaces: UnifiedSpaces = unify(self.task_names, self.specs, suite.action_union, suite.source)
         self.rescalers = [ActionRescaler(s) for s in self.specs] if not self.spaces.discrete else []
         self._async = all(hasattr(b, "step_async") for b in self.backends)
+        self._discrete = self.spaces.discrete
+        self._unpadded = [s.obs_shape == self.spaces.observation_space.shape for s in self.specs]
         self.single_observation_space = self.spaces.observation_space
         self.single_action_space = self.spaces.action_space
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
@@ -109,12 +111,10 @@ class TaskMixture(gym.vector.VectorEnv):
 
     # ------------------------------------------------------------------ bookkeeping
 
-    @property
-    def active_tasks(self) -> list[int]:
-        """Task indices stepped now."""
-        return [self.schedule[self.phase].task_index] if self.schedule else list(range(self.num_tasks))
-
     def _set_slot_tables(self) -> None:
+        """Per-phase tables, recomputed at reset and at a switch (never per step)."""
+        self.active_tasks = [self.schedule[self.phase].task_index] if self.schedule else list(range(self.num_tasks))
+        self._phase_end = self.schedule[self.phase].end if self.schedule else None
         self.task_id = np.zeros(self.num_envs, np.int64)
         for k in self.active_tasks:
             self.task_id[self.slices[k]] = k
@@ -154,7 +154,7 @@ class TaskMixture(gym.vector.VectorEnv):
 
     def _local_actions(self, k: int, actions: np.ndarray) -> np.ndarray:
         a = actions[self.slices[k]]
-        return self.spaces.to_local[k][a.astype(np.int64, copy=False)] if self.spaces.discrete else self.rescalers[k](a)
+        return self.spaces.to_local[k][a.astype(np.int64, copy=False)] if self._discrete else self.rescalers[k](a)
 
     def _training_reward(self, raw: np.ndarray, k: int) -> np.ndarray:
         handling = self.tasks[k].reward
@@ -162,7 +162,7 @@ class TaskMixture(gym.vector.VectorEnv):
         return r * handling.scale if handling.scale != 1.0 else r
 
     def _padded(self, k: int, task_obs: np.ndarray | None) -> np.ndarray | None:
-        if task_obs is None or task_obs.shape[1:] == self.single_observation_space.shape:
+        if task_obs is None or self._unpadded[k]:
             return task_obs  # backends hand over fresh arrays: no copy needed
         obs = self._new_obs()
         self._put(obs, k, task_obs)
@@ -198,14 +198,15 @@ class TaskMixture(gym.vector.VectorEnv):
             truncated = np.concatenate([r.truncated for r in results])
             episode_end = np.concatenate([r.episode_end for r in results])
 
-        info = {"raw_reward": raw, "episode_end": episode_end}
+        info = {"raw_reward": raw, "episode_end": episode_end, "task_id": self.task_id, "action_mask": self.action_mask}
         self._ep_return += raw
         self._ep_length += 1
         if episode_end.any():
             info["episodes"] = self._finished_episodes(np.flatnonzero(episode_end))
         self.global_step += self.num_envs
-        if self.schedule and self.schedule[self.phase].end is not None and self.global_step >= self.schedule[self.phase].end:
+        if self._phase_end is not None and self.global_step >= self._phase_end:
             final_obs, info["switch"] = self._switch(obs, final_obs, terminated, truncated)
+            info.update(self._info())
             obs = self._new_obs()
             for k in self.active_tasks:
                 self._put(obs, k, self.backends[k].reset(seed=self._task_seed(k)))
@@ -213,7 +214,6 @@ class TaskMixture(gym.vector.VectorEnv):
             self._ep_length[:] = 0
         if final_obs is not None:
             info["final_obs"] = final_obs
-        info.update(self._info())
         return obs, reward, terminated, truncated, info
 
     def _finished_episodes(self, slots: np.ndarray) -> list[dict]:
