@@ -96,6 +96,7 @@ class TaskMixture(gym.vector.VectorEnv):
         self.rescalers = [ActionRescaler(s) for s in self.specs] if not self.spaces.discrete else []
         self._async = all(hasattr(b, "step_async") for b in self.backends)
         self._discrete = self.spaces.discrete
+        self._raw_rewards = all(not t.reward.clip and t.reward.scale == 1.0 for t in tasks)  # train on raw rewards
         self._unpadded = [s.obs_shape == self.spaces.observation_space.shape for s in self.specs]
         self.single_observation_space = self.spaces.observation_space
         self.single_action_space = self.spaces.action_space
@@ -193,7 +194,8 @@ class TaskMixture(gym.vector.VectorEnv):
                         final_obs = self._new_obs()
                     self._put(final_obs, k, res.final_obs)
             raw = np.concatenate([r.reward for r in results])
-            reward = np.concatenate([self._training_reward(r.reward, k) for k, r in zip(active, results)])
+            reward = raw.copy() if self._raw_rewards else np.concatenate(
+                [self._training_reward(r.reward, k) for k, r in zip(active, results)])
             terminated = np.concatenate([r.terminated for r in results])
             truncated = np.concatenate([r.truncated for r in results])
             episode_end = np.concatenate([r.episode_end for r in results])
