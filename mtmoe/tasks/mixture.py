@@ -170,7 +170,7 @@ class TaskMixture(gym.vector.VectorEnv):
         return obs
 
     def _step_backends(self, active: list[int], actions: np.ndarray) -> list:
-        if len(active) == 1 or not self._async:
+        if not self._async:
             return [self.backends[k].step(self._local_actions(k, actions)) for k in active]
         for k in active:  # start all, then wait: tasks step in parallel
             self.backends[k].step_async(self._local_actions(k, actions))
@@ -179,13 +179,14 @@ class TaskMixture(gym.vector.VectorEnv):
     def step(self, actions):
         actions = np.asarray(actions)
         active = self.active_tasks
-        results = self._step_backends(active, actions)
         if len(active) == 1:  # one task on every slot (sequential, single task): no gathering
-            k, res = active[0], results[0]
+            k = active[0]
+            res = self.backends[k].step(self._local_actions(k, actions))
             obs, final_obs = self._padded(k, res.obs), self._padded(k, res.final_obs)
             raw, terminated, truncated, episode_end = res.reward, res.terminated, res.truncated, res.episode_end
-            reward = self._training_reward(raw, k)
+            reward = raw.copy() if self._raw_rewards else self._training_reward(raw, k)
         else:
+            results = self._step_backends(active, actions)
             obs, final_obs = self._new_obs(), None
             for k, res in zip(active, results):
                 self._put(obs, k, res.obs)
