@@ -36,8 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--num-envs", type=int, help="env slots (default: the suite's)")
     _tasks_dir_arg(show)
     p = sub.add_parser("run", help="one training run", description="Train one agent on a suite and write its results "
-                       "folder (config.json, metrics.jsonl, tb/, summary.json).")
-    _net_args(p)
+                       "folder (config.json, metrics.jsonl, tb/, summary.json, checkpoint.pt).")
+    _net_args(p, suite_required=False)
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint "
+                   "(its config.json is used; other flags are ignored)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, help="env steps (default: the suite's budget)")
     p.add_argument("--budget", help="a named budget of the suite (see `mtmoe suites show`)")
@@ -57,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _net_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--suite", required=True, help="suite name (see `mtmoe suites`)")
+def _net_args(p: argparse.ArgumentParser, suite_required: bool = True) -> None:
+    p.add_argument("--suite", required=suite_required, help="suite name (see `mtmoe suites`)")
     p.add_argument("--algo", choices=["ppo", "sac"], help="default: the suite's")
     p.add_argument("--preset", help="configs/<preset>.yaml (default: the suite's)")
     p.add_argument("--placement", choices=["none", "actor", "critic", "both"], help="towers that get MoE layers")
@@ -76,12 +78,25 @@ def _run(args) -> None:
     from mtmoe.runner.run import train
     from mtmoe.tasks.registry import load_registry
 
-    reg = load_registry(args.tasks_dir)
-    from mtmoe import views
+    import json
 
-    cfg, _ = compose(reg, args.suite, preset=args.preset, algo=args.algo, steps=args.steps, budget=args.budget,
-                     seed=args.seed, device=args.device, net_flags=views.net_flags(args), sets=args.set)
-    run_dir = train(cfg, reg, Path(args.out))
+    from mtmoe import views
+    from mtmoe.errors import MtmoeError
+    from mtmoe.runner.config import RunConfig
+
+    reg = load_registry(args.tasks_dir)
+    if args.resume:
+        config = Path(args.resume) / "config.json"
+        if not config.is_file():
+            raise MtmoeError(f"--resume {args.resume}: not a run folder (no config.json)")
+        cfg = RunConfig.from_dict(json.loads(config.read_text()), str(config))
+        run_dir = train(cfg, reg, Path(args.out), resume=Path(args.resume))
+    else:
+        if not args.suite:
+            raise MtmoeError("run: give --suite NAME (or --resume DIR)")
+        cfg, _ = compose(reg, args.suite, preset=args.preset, algo=args.algo, steps=args.steps, budget=args.budget,
+                         seed=args.seed, device=args.device, net_flags=views.net_flags(args), sets=args.set)
+        run_dir = train(cfg, reg, Path(args.out))
     views.run_summary(run_dir)
 
 

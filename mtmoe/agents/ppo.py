@@ -124,6 +124,22 @@ class PPO:
             return self._masked_logits(actor_out, mask).argmax(-1).cpu().numpy()
         return actor_out[0].cpu().numpy()
 
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to continue exactly (the envs are saved apart)."""
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(), "global_step": self.global_step,
+                "next_obs": self.next_obs, "next_info": self.next_info, "next_done": self.next_done,
+                "reward_rms": self.reward_rms, "disc_return": self._disc_return}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.global_step, self.next_obs, self.next_info = state["global_step"], state["next_obs"], state["next_info"]
+        self.next_done, self.reward_rms, self._disc_return = state["next_done"], state["reward_rms"], state["disc_return"]
+
     # ------------------------------------------------------------------ loop
 
     def reset(self):

@@ -147,6 +147,27 @@ class SAC:
             action, _ = self.policy(obs, task, mask.float())
         return action.cpu().numpy()
 
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to continue exactly, replay buffer included."""
+        nets = {k: getattr(self, k).state_dict() for k in ("actor", "q1", "q2", "q1_target", "q2_target")}
+        opts = {k: getattr(self, k).state_dict() for k in ("q_opt", "actor_opt", "alpha_opt")}
+        return {**nets, **opts, "log_alpha": self.log_alpha.detach().clone(), "generator": self.generator.get_state(),
+                "rng": self.rng, "buffer": self.buffer, "global_step": self.global_step,
+                "num_updates": self.num_updates, "next_obs": self.next_obs,
+                "next_info": getattr(self, "next_info", None)}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in ("actor", "q1", "q2", "q1_target", "q2_target", "q_opt", "actor_opt", "alpha_opt"):
+            getattr(self, k).load_state_dict(state[k])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.generator.set_state(state["generator"])
+        self.rng, self.buffer = state["rng"], state["buffer"]
+        self.global_step, self.num_updates = state["global_step"], state["num_updates"]
+        self.next_obs, self.next_info = state["next_obs"], state["next_info"]
+
     # ------------------------------------------------------------------ learning
 
     def update(self) -> dict:

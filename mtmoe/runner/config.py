@@ -48,6 +48,8 @@ class RunConfig:
     """Env steps between metric lines (at least one PPO iteration)."""
     threads: int = 0
     """torch CPU threads (0: torch's default)."""
+    checkpoint_every: int = 0
+    """Env steps between checkpoints (0: 10 per run; -1: none)."""
     eval_every: int = 0
     """Env steps between evaluations (0: 10 per run; -1: none)."""
     eval_episodes: int = 8
@@ -62,6 +64,12 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str) -> "RunConfig":
+        """The inverse of to_dict (keys that are not fields, like 'command', are ignored)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return _apply(cls(suite=data["suite"]), {k: v for k, v in data.items() if k in fields}, source, "")
 
 
 def load_preset(name: str) -> dict:

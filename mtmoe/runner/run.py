@@ -92,75 +92,94 @@ class EpisodeLog:
         return {t: float(np.mean(v)) if v else None for t, v in self.recent_norm.items()}
 
 
-def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None = None) -> Path:
+CHECKPOINT = "checkpoint.pt"
+
+
+def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None = None,
+          resume: Path | None = None, stop_at_step: int | None = None) -> Path:
+    """Train and return the run folder. `resume`: a run folder to continue from its checkpoint.
+    `stop_at_step`: leave the loop after that step without finishing, as a kill would (tests)."""
     device = pick_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     env = make_mixture(cfg.suite, registry, num_envs=cfg.num_envs, steps=cfg.steps, switch_every=cfg.switch_every or None)
     agent, nets = build_agent(cfg, env, device)
-    run_dir = new_run_dir(out, cfg)
-    (run_dir / "config.json").write_text(json.dumps({**cfg.to_dict(), "device_resolved": str(device),
-                                                     "command": " ".join(sys.argv)}, indent=2))
+    run_dir = resume or new_run_dir(out, cfg)
+    if not resume:
+        (run_dir / "config.json").write_text(json.dumps({**cfg.to_dict(), "device_resolved": str(device),
+                                                         "command": " ".join(sys.argv)}, indent=2))
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(run_dir / "tb"))
-    log = EpisodeLog(env.task_names)
-    first_means: dict[str, float] = {}
     show = sys.stderr.isatty() if progress is None else progress
-    start, last_log, stopped = time.time(), 0, None
-    measuring = 0.0  # seconds spent in evaluation and probes: not counted in training steps/s
-    iterator = agent.iterate(cfg.steps, **({"log_every": cfg.log_every} if cfg.algo == "sac" else {}))
     bar = _Progress(cfg.steps, env.task_names, show)
     prober = _Prober(cfg, env, nets, device, writer)
     evaluation = _Evaluation(cfg, env, writer)
+    st = _RunState(EpisodeLog(env.task_names))
+    if resume:
+        env = _restore(run_dir, cfg, env, agent, st, prober, evaluation)
+    ckpt_every = cfg.checkpoint_every if cfg.checkpoint_every > 0 else max(1, cfg.steps // 10)
+    next_ckpt = (agent.global_step // ckpt_every + 1) * ckpt_every
+    start = time.time() - st.elapsed
+    iterator = agent.iterate(cfg.steps, **({"log_every": cfg.log_every} if cfg.algo == "sac" else {}))
     with open(run_dir / "metrics.jsonl", "a") as metrics:
         for stats in iterator:
-            log.add(stats.pop("episodes"))
+            st.log.add(stats.pop("episodes"))
             switches = stats.pop("switches")
             step = stats["global_step"]
-            for t, m in log.means().items():
-                if m is not None and t not in first_means:
-                    first_means[t] = m
-            bar.update(step, log.means())
+            for t, m in st.log.means().items():
+                if m is not None and t not in st.first_means:
+                    st.first_means[t] = m
+            bar.update(step, st.log.means())
             bad = [k for k, v in stats.items() if isinstance(v, float) and not math.isfinite(v) and k != "explained_variance"]
-            if bad or step - last_log >= cfg.log_every or step >= cfg.steps or switches:
-                last_log = step
+            if bad or step - st.last_log >= cfg.log_every or step >= cfg.steps or switches:
+                st.last_log = step
                 elapsed = time.time() - start
                 line = {"global_step": step, "time": round(elapsed, 2),
-                        "sps": round(step / max(elapsed - measuring, 1e-9), 1),
+                        "sps": round(step / max(elapsed - st.measuring, 1e-9), 1),
                         **{k: v for k, v in stats.items() if k != "global_step"},
-                        "return": log.means(), "normalized": log.norm_means(), "episodes": dict(log.count),
+                        "return": st.log.means(), "normalized": st.log.norm_means(), "episodes": dict(st.log.count),
                         "switches": switches}
                 metrics.write(json.dumps(line) + "\n")
                 metrics.flush()
                 for k, v in stats.items():
                     if isinstance(v, (int, float)) and k != "global_step":
                         writer.add_scalar(f"train/{k}", v, step)
-                for t, m in log.means().items():
+                for t, m in st.log.means().items():
                     if m is not None:
                         writer.add_scalar(f"return/{t}", m, step)
             if bad:
-                stopped = f"{bad[0]} became {stats[bad[0]]} at step {step:,}"
+                st.stopped = f"{bad[0]} became {stats[bad[0]]} at step {step:,}"
                 break
             t0 = time.time()
             prober.maybe(step, metrics)
             evaluation.maybe(step, metrics, agent)
-            measuring += time.time() - t0
+            st.measuring += time.time() - t0
+            if cfg.checkpoint_every >= 0 and step >= next_ckpt and step < cfg.steps:
+                metrics.flush()
+                st.elapsed = time.time() - start
+                _save(run_dir, env, agent, st, prober, evaluation, metrics.tell())
+                next_ckpt = (step // ckpt_every + 1) * ckpt_every
+            if stop_at_step is not None and step >= stop_at_step:
+                bar.close()
+                env.close()
+                return run_dir
     bar.close()
     elapsed = time.time() - start
-    if not stopped:
+    if not st.stopped:
         with open(run_dir / "metrics.jsonl", "a") as metrics:
             evaluation.maybe(agent.global_step, metrics, agent, final=True)
     summary = {
         "suite": cfg.suite, "algo": cfg.algo, "placement": cfg.net.placement, "position": cfg.net.position,
         "moe": cfg.net.moe, "seed": cfg.seed, "steps": agent.global_step, "wall_time_s": round(elapsed, 1),
-        "eval_and_probe_time_s": round(measuring, 1),
-        "steps_per_s": round(agent.global_step / max(elapsed - measuring, 1e-9), 1), "device": str(device),
-        "first_return": first_means, "final_return": log.means(), "final_normalized": log.norm_means(),
-        "episodes": dict(log.count),
+        "eval_and_probe_time_s": round(st.measuring, 1),
+        "steps_per_s": round(agent.global_step / max(elapsed - st.measuring, 1e-9), 1), "device": str(device),
+        "first_return": st.first_means, "final_return": st.log.means(), "final_normalized": st.log.norm_means(),
+        "episodes": dict(st.log.count),
         "param_counts": {name: net.param_counts() for name, net in nets.items()},
-        "stopped": stopped,
+        "stopped": st.stopped,
+        "resumed": bool(resume),
         "final_probe": prober.last,
         "eval": evaluation.last,
         "nonstationarity": evaluation.nonstationarity(env, agent.global_step),
@@ -170,9 +189,60 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
     env.close()
     if evaluation.evaluator is not None:
         evaluation.evaluator.close()
-    if stopped:
-        raise MtmoeError(f"the run stopped: {stopped} (non-finite loss); what it logged is in {run_dir}")
+    if st.stopped:
+        raise MtmoeError(f"the run stopped: {st.stopped} (non-finite loss); what it logged is in {run_dir}; "
+                         f"its last good checkpoint is {run_dir / CHECKPOINT}")
     return run_dir
+
+
+class _RunState:
+    """What the loop itself carries from one iteration to the next (saved in checkpoints)."""
+
+    def __init__(self, log: EpisodeLog):
+        self.log, self.first_means = log, {}
+        self.last_log, self.measuring, self.elapsed, self.stopped = 0, 0.0, 0.0, None
+
+
+def _save(run_dir: Path, env, agent, st: _RunState, prober, evaluation, metrics_offset: int) -> None:
+    """Write the checkpoint atomically: a kill mid-write leaves the previous one intact."""
+    import os
+    import pickle
+
+    exact = all(getattr(b, "exact_pickle", False) for b in env.backends)
+    env_state = pickle.dumps(env) if exact else None  # others: fresh episodes on resume
+    state = {"agent": agent.state_dict(), "env": env_state, "run": st.__dict__,
+             "prober": (prober.next, prober.last), "evaluation": evaluation.state(),
+             "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "metrics_offset": metrics_offset}
+    tmp = run_dir / (CHECKPOINT + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, run_dir / CHECKPOINT)
+
+
+def _restore(run_dir: Path, cfg: RunConfig, env, agent, st: _RunState, prober, evaluation):
+    """Load the checkpoint into the freshly built objects; returns the env to train on."""
+    import pickle
+
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        raise MtmoeError(f"--resume {run_dir}: no {CHECKPOINT} there (the run wrote none yet)")
+    state = torch.load(path, weights_only=False)
+    agent.load_state_dict(state["agent"])
+    if state["env"] is not None:
+        env.close()
+        env = pickle.loads(state["env"])
+    else:  # not bit-exact: fresh episodes at the right point of the schedule
+        agent.next_obs, agent.next_info = env.resume_at(agent.global_step, cfg.seed + agent.global_step)
+        if hasattr(agent, "next_done"):
+            agent.next_done = torch.zeros_like(agent.next_done)
+    agent.env = env
+    st.__dict__.update(state["run"])
+    prober.next, prober.last = state["prober"]
+    evaluation.load_state(state["evaluation"])
+    torch.set_rng_state(state["torch_rng"])
+    np.random.set_state(state["numpy_rng"])
+    with open(run_dir / "metrics.jsonl", "r+") as f:  # drop lines written after the checkpoint
+        f.truncate(state["metrics_offset"])
+    return env
 
 
 class _Prober:
@@ -223,6 +293,16 @@ class _Evaluation:
                 if result[key] is not None:
                     self.writer.add_scalar(f"eval/{task}/{key}", result[key], step)
         self.next = step + self.every
+
+    def state(self) -> dict:
+        ev = self.evaluator
+        return {"next": self.next, "last": self.last, "last_step": self.last_step,
+                "calls": ev.calls if ev else 0, "curves": ev.curves if ev else {}}
+
+    def load_state(self, state: dict) -> None:
+        self.next, self.last, self.last_step = state["next"], state["last"], state["last_step"]
+        if self.evaluator is not None:
+            self.evaluator.calls, self.evaluator.curves = state["calls"], state["curves"]
 
     def nonstationarity(self, env, total_steps: int) -> dict | None:
         if self.evaluator is None or not env.schedule:

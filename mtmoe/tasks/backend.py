@@ -84,6 +84,8 @@ class VecBackend(Protocol):
 
     def close(self) -> None: ...
 
+    # Optional: ``exact_pickle = True`` on a backend whose pickled copy continues exactly where it
+    # was (run checkpoints then save the envs; gymnasium's EzPickle envs re-create a fresh env).
     # Optional: backends that can step in the background (ALE's thread pool) also define
     # ``step_async(actions) -> None`` and ``step_wait() -> StepResult``; the mixture then starts
     # every task's step before it waits for any, so tasks run in parallel.

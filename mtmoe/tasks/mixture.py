@@ -153,6 +153,19 @@ class TaskMixture(gym.vector.VectorEnv):
         self._ep_length = np.zeros(self.num_envs, np.int64)
         return obs, self._info()
 
+    def resume_at(self, global_step: int, seed: int | None = None):
+        """Reset, then stand at `global_step` of the schedule (for resuming a run whose envs could
+        not be saved): the phase of that step, with fresh episodes of its task(s)."""
+        self.reset(seed=seed)
+        self.global_step = global_step
+        while self.schedule and self.schedule[self.phase].end is not None and global_step >= self.schedule[self.phase].end:
+            self.phase += 1
+        self._set_slot_tables()
+        obs = self._new_obs()
+        for k in self.active_tasks:
+            self._put(obs, k, self.backends[k].reset(seed=self._task_seed(k)))
+        return obs, self._info()
+
     def _local_actions(self, k: int, actions: np.ndarray) -> np.ndarray:
         a = actions[self.slices[k]]
         return self.spaces.to_local[k][a.astype(np.int64, copy=False)] if self._discrete else self.rescalers[k](a)

@@ -81,6 +81,8 @@ class MinAtarEnv(gym.Env):
 class MinAtarVecEnv:
     """``num_envs`` copies of one game stepped in a loop, same-step autoreset."""
 
+    exact_pickle = True  # plain Python state: a pickled copy continues exactly (run checkpoints)
+
     def __init__(self, env: str, num_envs: int, options: MinAtarOptions, max_episode_steps: int | None):
         o = options
         self.envs = [MinAtarEnv(env, o.sticky_action_prob, o.difficulty_ramping, o.minimal_action_set)
