@@ -50,6 +50,11 @@ def test_run_writes_every_file(tmp_path, suite, algo, steps, placement):
             assert values["dormant@0.0"] <= values["dormant@0.025"] <= values["dormant@0.1"]
             assert values["srank"] >= 1 and math.isfinite(values["feature_norm"])
     assert probes[-1]["moe"], "an MoE placement must report routing"
+    if spec.mode == "simultaneous" and len(spec.tasks) > 1 and algo == "ppo":  # gradient interference
+        inter = probes[-1]["interference"]
+        assert set(inter) == {"actor", "critic"}
+        for tower in inter.values():
+            assert len(tower["pairs"]) == 3 and all(-1.0 - 1e-6 <= c <= 1.0 + 1e-6 for c in tower["pairs"].values())
     for stats in probes[-1]["moe"].values():
         assert 0.0 <= stats["load_entropy"] <= 1.0 + 1e-6 and stats.get("task_mi", 0.0) >= -1e-9
     assert list((run_dir / "tb").iterdir())

@@ -124,6 +124,38 @@ class PPO:
             return self._masked_logits(actor_out, mask).argmax(-1).cpu().numpy()
         return actor_out[0].cpu().numpy()
 
+    def task_gradient_cosines(self, max_samples: int = 2048) -> dict:
+        """Gradient interference between tasks on the last rollout: mean pairwise cosine of the
+        per-task gradients of the policy-gradient loss (actor tower) and of the value loss
+        (critic tower), plus each pair. Nothing is written to .grad."""
+        from mtmoe.metrics import gradient_cosine, per_task_gradients
+
+        if getattr(self, "_last_returns", None) is None:
+            return {}
+        flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731
+        n = flat(self.task).shape[0]
+        probe_rng = torch.Generator(device=self.device).manual_seed(self.global_step)  # leaves training's alone
+        idx = torch.randperm(n, generator=probe_rng, device=self.device)[:max_samples]
+        obs, task, act = flat(self.obs)[idx], flat(self.task)[idx], flat(self.actions)[idx]
+        mask = flat(self.mask)[idx] if self.mask is not None else None
+        adv, ret = flat(self._last_advantages)[idx], flat(self._last_returns)[idx]
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        actor_out, value = self.net(obs, task)
+        _, logp, _ = self._dist_stats(actor_out, mask, act)
+        self.net.aux_loss()  # the probe's load-balancing terms must not reach training
+        tasks = sorted(set(task.tolist()))
+        out = {}
+        for tower, loss_of in (("actor", lambda m: -(adv[m] * logp[m]).mean()),
+                               ("critic", lambda m: 0.5 * ((value[m] - ret[m]) ** 2).mean())):
+            params = [p for p in getattr(self.net, f"{tower}_tower").parameters() if p.requires_grad]
+            pairs = gradient_cosine(per_task_gradients(loss_of, params, task, tasks))
+            if pairs:
+                names = getattr(self.env, "task_names", None)
+                label = (lambda k: names[k]) if names else str
+                out[tower] = {"mean": sum(pairs.values()) / len(pairs),
+                              "pairs": {f"{label(a)}|{label(b)}": c for (a, b), c in pairs.items()}}
+        return out
+
     # ------------------------------------------------------------------ checkpoints
 
     def state_dict(self) -> dict:
@@ -264,5 +296,6 @@ class PPO:
                 self.optimizer.param_groups[0]["lr"] = self.cfg.learning_rate * (1.0 - it / num_iters)
             data = self.rollout()
             adv, ret = self.advantages()
+            self._last_advantages, self._last_returns = adv, ret  # for task_gradient_cosines()
             stats = self.update(adv, ret)
             yield {"global_step": self.global_step, **stats, **data}

@@ -153,7 +153,7 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
                 st.stopped = f"{bad[0]} became {stats[bad[0]]} at step {step:,}"
                 break
             t0 = time.time()
-            prober.maybe(step, metrics)
+            prober.maybe(step, metrics, agent)
             evaluation.maybe(step, metrics, agent)
             st.measuring += time.time() - t0
             if cfg.checkpoint_every >= 0 and step >= next_ckpt and step < cfg.steps:
@@ -256,17 +256,20 @@ class _Prober:
         self.nets, self.writer, self.names = nets, writer, env.task_names
         self.action_dim = 0 if hasattr(env.single_action_space, "n") else env.single_action_space.shape[0]
         self.next, self.last = 0, None
+        self.interference = env.mode == "simultaneous" and env.num_tasks > 1  # tasks share each batch
         if self.enabled:
             obs, task = collect_probe_batch(env, cfg.probe_per_task, cfg.seed)
             self.obs, self.task = torch.from_numpy(obs).to(device), torch.from_numpy(task).to(device)
 
-    def maybe(self, step: int, metrics) -> None:
+    def maybe(self, step: int, metrics, agent=None) -> None:
         if not self.enabled or step < self.next:
             return
         from mtmoe.runner.probes import flatten, probe
 
         probe_nets = {k: v for k, v in self.nets.items() if k != "q2"}  # q2 is q1's twin
         self.last = probe(probe_nets, self.obs, self.task, self.names, self.action_dim)
+        if self.interference and hasattr(agent, "task_gradient_cosines"):
+            self.last["interference"] = agent.task_gradient_cosines()
         metrics.write(json.dumps({"global_step": step, "probe": self.last}) + "\n")
         for key, value in flatten(self.last).items():
             self.writer.add_scalar(f"probe/{key}", value, step)
