@@ -147,6 +147,49 @@ class SAC:
             action, _ = self.policy(obs, task, mask.float())
         return action.cpu().numpy()
 
+    def task_gradient_cosines(self, batch_size: int = 1024) -> dict:
+        """Gradient interference between tasks on a replay batch: mean pairwise cosine of the
+        per-task gradients of the actor loss (actor) and of q1's TD loss (critic), plus each pair.
+        Nothing is written to .grad; the replay sampler's own generator is left alone."""
+        from mtmoe.metrics import gradient_cosine, per_task_gradients
+
+        if len(self.buffer) <= self.env.num_envs:
+            return {}
+        saved = self.buffer.rng
+        self.buffer.rng = np.random.default_rng(self.global_step)
+        b = self.buffer.sample(batch_size)
+        self.buffer.rng = saved
+        obs, task = b["obs"], b["task"]
+        mask = b["mask"] if self.discrete else b["mask"].float()
+        with torch.no_grad():
+            alpha = self.alpha(task)
+        gen = self.generator.get_state()
+        pol, log_p = self.policy(obs, task, mask)
+        self.generator.set_state(gen)
+        if self.discrete:
+            q1_all = self.q1(obs, task_id=task)
+            q1 = q1_all.gather(-1, b["actions"][:, None]).squeeze(-1)
+            actor_terms = (pol * (alpha[:, None] * log_p - q1_all.detach())).sum(-1)
+        else:
+            q1 = self.q1(obs, b["actions"] * mask, task_id=task)
+            actor_terms = alpha * log_p - self.q1(obs, pol, task_id=task)
+        with torch.no_grad():  # a one-step target without the next-state term: interference only
+            target = b["rewards"] + self.cfg.gamma * (1.0 - b["terminated"]) * q1.detach()
+        for net in (self.actor, self.q1):
+            self._aux(net)  # the probe's load-balancing terms must not reach training
+        tasks = sorted(set(task.tolist()))
+        names = getattr(self.env, "task_names", None)
+        label = (lambda k: names[k]) if names else str
+        out = {}
+        for tower, net, loss_of in (("actor", self.actor, lambda m: actor_terms[m].mean()),
+                                    ("critic", self.q1, lambda m: ((q1[m] - target[m]) ** 2).mean())):
+            params = [p for p in net.parameters() if p.requires_grad]
+            pairs = gradient_cosine(per_task_gradients(loss_of, params, task, tasks))
+            if pairs:
+                out[tower] = {"mean": sum(pairs.values()) / len(pairs),
+                              "pairs": {f"{label(a)}|{label(b_)}": c for (a, b_), c in pairs.items()}}
+        return out
+
     # ------------------------------------------------------------------ checkpoints
 
     def state_dict(self) -> dict:

@@ -162,6 +162,8 @@ def compose(registry: Registry, suite_name: str, *, preset: str | None = None, a
         cfg = _apply(cfg, {k: v for k, v in data.items()}, f"configs/{preset}.yaml", "")
         cfg.preset = preset
     cfg.num_envs = cfg.num_envs or suite.slots()
+    if suite.mode == "simultaneous" and cfg.num_envs < len(suite.tasks):
+        cfg.num_envs = len(suite.tasks)  # e.g. a 1-env SAC preset on a multi-task suite: one slot per task
     cfg.steps = steps or suite.budget(budget)
     net_changes = {k: v for k, v in (net_flags or {}).items() if v is not None}
     if net_changes:

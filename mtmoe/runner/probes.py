@@ -80,7 +80,7 @@ def probe(nets: dict[str, torch.nn.Module], obs: torch.Tensor, task: torch.Tenso
                     "srank": int(srank(penult)), "feature_norm": float(feature_norm(penult))}
         out["weight_norm"][name] = float(weight_norms(net)[1])
         if getattr(net, "moe_layers", dict)():
-            net(obs, kwargs["action"], task_id=task) if kwargs else net(obs, task)
+            net(obs, task_id=task, **kwargs)
             for layer, tel in net.moe_telemetry().items():
                 key = layer if name in ("actor_critic", "actor") else f"{name}.{layer}"
                 stats = {"load_entropy": float(expert_load_entropy(tel["load"], normalize=True))}
