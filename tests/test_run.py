@@ -59,6 +59,7 @@ def test_run_writes_every_file(tmp_path, suite, algo, steps, placement):
     for stats in probes[-1]["moe"].values():
         assert 0.0 <= stats["load_entropy"] <= 1.0 + 1e-6 and stats.get("task_mi", 0.0) >= -1e-9
     assert list((run_dir / "tb").iterdir())
+    assert (run_dir / "checkpoint.pt").is_file() and not (run_dir / "checkpoint.pt.tmp").exists()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["placement"] == placement and summary["steps"] >= steps - cfg.num_envs
     assert set(summary["final_return"]) == set(spec.tasks)
