@@ -34,3 +34,21 @@ class RunningMeanStd:
     def update_per_task(self, x: np.ndarray, task_id: np.ndarray) -> None:
         for k in np.unique(task_id):
             self.update(x[task_id == k], int(k))
+
+
+def task_interference(losses: dict, task: torch.Tensor, names: list[str] | None) -> dict:
+    """Gradient interference between tasks: for each tower, the cosine between the per-task
+    gradients of its loss, per pair of tasks and their mean. `losses` maps a tower name to
+    (module, loss_of(mask) -> scalar over the samples the mask selects)."""
+    from mtmoe.metrics import gradient_cosine, per_task_gradients
+
+    tasks = sorted(set(task.tolist()))
+    label = (lambda k: names[k]) if names else str
+    out = {}
+    for tower, (module, loss_of) in losses.items():
+        params = [p for p in module.parameters() if p.requires_grad]
+        pairs = gradient_cosine(per_task_gradients(loss_of, params, task, tasks))
+        if pairs:
+            out[tower] = {"mean": sum(pairs.values()) / len(pairs),
+                          "pairs": {f"{label(a)}|{label(b)}": c for (a, b), c in pairs.items()}}
+    return out

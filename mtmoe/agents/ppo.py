@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from mtmoe.agents.common import RunningMeanStd, to_device
+from mtmoe.agents.common import RunningMeanStd, task_interference, to_device
 
 
 @dataclass
@@ -128,8 +128,6 @@ class PPO:
         """Gradient interference between tasks on the last rollout: mean pairwise cosine of the
         per-task gradients of the policy-gradient loss (actor tower) and of the value loss
         (critic tower), plus each pair. Nothing is written to .grad."""
-        from mtmoe.metrics import gradient_cosine, per_task_gradients
-
         if getattr(self, "_last_returns", None) is None:
             return {}
         flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731
@@ -143,18 +141,9 @@ class PPO:
         actor_out, value = self.net(obs, task)
         _, logp, _ = self._dist_stats(actor_out, mask, act)
         self.net.aux_loss()  # the probe's load-balancing terms must not reach training
-        tasks = sorted(set(task.tolist()))
-        out = {}
-        for tower, loss_of in (("actor", lambda m: -(adv[m] * logp[m]).mean()),
-                               ("critic", lambda m: 0.5 * ((value[m] - ret[m]) ** 2).mean())):
-            params = [p for p in getattr(self.net, f"{tower}_tower").parameters() if p.requires_grad]
-            pairs = gradient_cosine(per_task_gradients(loss_of, params, task, tasks))
-            if pairs:
-                names = getattr(self.env, "task_names", None)
-                label = (lambda k: names[k]) if names else str
-                out[tower] = {"mean": sum(pairs.values()) / len(pairs),
-                              "pairs": {f"{label(a)}|{label(b)}": c for (a, b), c in pairs.items()}}
-        return out
+        return task_interference({"actor": (self.net.actor_tower, lambda m: -(adv[m] * logp[m]).mean()),
+                                  "critic": (self.net.critic_tower, lambda m: 0.5 * ((value[m] - ret[m]) ** 2).mean())},
+                                 task, getattr(self.env, "task_names", None))
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mtmoe.agents.common import to_device
+from mtmoe.agents.common import task_interference, to_device
 from mtmoe.agents.replay import ReplayBuffer
 
 
@@ -151,8 +151,6 @@ class SAC:
         """Gradient interference between tasks on a replay batch: mean pairwise cosine of the
         per-task gradients of the actor loss (actor) and of q1's TD loss (critic), plus each pair.
         Nothing is written to .grad; the replay sampler's own generator is left alone."""
-        from mtmoe.metrics import gradient_cosine, per_task_gradients
-
         if len(self.buffer) <= self.env.num_envs:
             return {}
         saved = self.buffer.rng
@@ -177,18 +175,9 @@ class SAC:
             target = b["rewards"] + self.cfg.gamma * (1.0 - b["terminated"]) * q1.detach()
         for net in (self.actor, self.q1):
             self._aux(net)  # the probe's load-balancing terms must not reach training
-        tasks = sorted(set(task.tolist()))
-        names = getattr(self.env, "task_names", None)
-        label = (lambda k: names[k]) if names else str
-        out = {}
-        for tower, net, loss_of in (("actor", self.actor, lambda m: actor_terms[m].mean()),
-                                    ("critic", self.q1, lambda m: ((q1[m] - target[m]) ** 2).mean())):
-            params = [p for p in net.parameters() if p.requires_grad]
-            pairs = gradient_cosine(per_task_gradients(loss_of, params, task, tasks))
-            if pairs:
-                out[tower] = {"mean": sum(pairs.values()) / len(pairs),
-                              "pairs": {f"{label(a)}|{label(b_)}": c for (a, b_), c in pairs.items()}}
-        return out
+        return task_interference({"actor": (self.actor, lambda m: actor_terms[m].mean()),
+                                  "critic": (self.q1, lambda m: ((q1[m] - target[m]) ** 2).mean())},
+                                 task, getattr(self.env, "task_names", None))
 
     # ------------------------------------------------------------------ checkpoints
 

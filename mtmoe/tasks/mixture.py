@@ -197,7 +197,7 @@ class TaskMixture(gym.vector.VectorEnv):
             res = self.backends[k].step(self._local_actions(k, actions))
             obs, final_obs = self._padded(k, res.obs), self._padded(k, res.final_obs)
             raw, terminated, truncated, episode_end = res.reward, res.terminated, res.truncated, res.episode_end
-            reward = raw.copy() if self._raw_rewards else self._training_reward(raw, k)
+            reward = self._training_reward(raw, k)
         else:
             results = self._step_backends(active, actions)
             obs, final_obs = self._new_obs(), None
