@@ -49,6 +49,41 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override any config field, e.g. ppo.learning_rate=1e-3 (repeatable)")
     _tasks_dir_arg(p)
 
+    p = sub.add_parser("sweep", help="a grid of runs over placements, seeds, MoE kinds …",
+                       description="Run a grid of runs (suites × placements × MoE kinds × positions × experts × "
+                                   "seeds) in parallel processes. Started again on the same --out, it skips complete "
+                                   "runs and resumes incomplete ones from their checkpoints.")
+    p.add_argument("--suite", "--suites", dest="suites", required=True, metavar="S[,S…]", help="suite name(s)")
+    p.add_argument("--placements", default="none,actor,critic,both", help="default: none,actor,critic,both")
+    p.add_argument("--seeds", default="0-2", help="e.g. 0-4 or 0,3,7 (default: 0-2)")
+    p.add_argument("--moes", help="MoE kinds, e.g. softmoe,topk (default: the preset's)")
+    p.add_argument("--positions", help="e.g. penultimate,final (default: the preset's)")
+    p.add_argument("--experts", help="numbers of experts, e.g. 1,2,4,8")
+    p.add_argument("--expert-widths", help="expert hidden sizes, e.g. 32,64")
+    p.add_argument("--algo", choices=["ppo", "sac"], help="default: the suite's")
+    p.add_argument("--preset", help="configs/<preset>.yaml (default: the suite's)")
+    p.add_argument("--steps", type=int, help="env steps per run (default: the suite's budget)")
+    p.add_argument("--budget", help="a named budget of the suite")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--jobs", type=int, default=0, help="runs at once (default: one per GPU, else one per CPU core)")
+    p.add_argument("--retries", type=int, default=1, help="relaunches of a failed run, from its checkpoint (default 1)")
+    p.add_argument("--out", default="results/sweep", help="sweep folder (default: results/sweep)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field in every run")
+    _tasks_dir_arg(p)
+
+    p = sub.add_parser("compare", help="compare placements from results folders",
+                       description="Read results folders (of `run` or `sweep`) and compare placements and MoE kinds "
+                                   "per suite: IQM with stratified-bootstrap CIs, probability of improvement over "
+                                   "placement none, performance profiles (rliable), learning and plasticity curves, "
+                                   "forgetting per switch, parameter counts. Writes report.md and PNG plots.")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="results folders (searched recursively for runs)")
+    p.add_argument("--out", help="report folder (default: <first DIR>/compare)")
+    p.add_argument("--score", choices=["eval", "train"], default="eval",
+                   help="eval: final evaluation return (default); train: mean of the last training episodes")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--no-plots", action="store_true", help="tables only")
+
     p = sub.add_parser("nets", help="show the networks a run would build", description="`nets show --suite S "
                        "[--placement P …]`: the towers, their layers and parameter counts.")
     ns = p.add_subparsers(dest="nets_command", metavar="show")
@@ -100,6 +135,40 @@ def _run(args) -> None:
     views.run_summary(run_dir)
 
 
+def _sweep(args) -> None:
+    from pathlib import Path
+
+    from mtmoe.sweep import Grid, parse_ints, parse_list, sweep
+    from mtmoe.tasks.registry import load_registry
+
+    grid = Grid(suites=parse_list(args.suites, "--suite"), seeds=parse_ints(args.seeds, "--seeds"),
+                placements=parse_list(args.placements, "--placements"), moes=parse_list(args.moes, "--moes"),
+                positions=parse_list(args.positions, "--positions"), experts=parse_ints(args.experts, "--experts"),
+                expert_widths=parse_ints(args.expert_widths, "--expert-widths"), algo=args.algo, preset=args.preset,
+                steps=args.steps, budget=args.budget, device=args.device, sets=args.set)
+    counts = sweep(grid, load_registry(args.tasks_dir), Path(args.out), jobs=args.jobs, retries=args.retries,
+                   tasks_dirs=args.tasks_dir)
+    print(f"sweep {args.out}: {counts['done']} run(s) finished ({counts['resumed']} resumed), "
+          f"{counts['skipped']} already complete, {counts['failed']} failed", file=sys.stderr)
+    if counts["failed"]:
+        raise MtmoeError(f"{counts['failed']} run(s) failed: see log.txt in their folders under {args.out}")
+    print(f"compare them: mtmoe compare {args.out}", file=sys.stderr)
+
+
+def _compare(args) -> None:
+    from pathlib import Path
+
+    from mtmoe import views
+    from mtmoe.compare import compare
+
+    dirs = [Path(d) for d in args.dirs]
+    out = Path(args.out) if args.out else dirs[0] / "compare"
+    warn = lambda msg: print(f"mtmoe: warning: {msg}", file=sys.stderr)  # noqa: E731
+    result = compare(dirs, out, score=args.score, reps=args.reps, seed=args.seed, plots=not args.no_plots, warn=warn)
+    views.compare_tables(result)
+    print(f"report: {out / 'report.md'}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -117,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
             views.suites_table(args.tasks_dir)
         elif args.command == "run":
             _run(args)
+        elif args.command == "compare":
+            _compare(args)
+        elif args.command == "sweep":
+            _sweep(args)
         elif args.command == "nets" and getattr(args, "nets_command", None) == "show":
             views.nets_show(args)
         elif args.command == "nets":

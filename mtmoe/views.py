@@ -138,3 +138,16 @@ def run_summary(run_dir) -> None:
     console.print(f"{summary['steps']:,} env steps in {summary['wall_time_s']:.0f} s, of which "
                   f"{summary['eval_and_probe_time_s']:.0f} s evaluation and probes "
                   f"({summary['steps_per_s']:,.0f} training steps/s on {summary['device']}); results in {run_dir}")
+
+
+def compare_tables(result: dict) -> None:
+    """The main table of `mtmoe compare`, one per suite."""
+    from mtmoe.compare import MAIN_HEADER, main_rows
+
+    for suite, entry in result.items():
+        table = Table(title=f"{suite} · normalized final score")
+        for col in MAIN_HEADER:
+            table.add_column(col)
+        for row in main_rows(entry):
+            table.add_row(*row)
+        console.print(table)

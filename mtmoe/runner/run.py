@@ -38,8 +38,11 @@ def seed_everything(seed: int) -> None:
 
 
 def run_name(cfg: RunConfig) -> str:
+    """e.g. ppo-critic-softmoe-penultimate-e4-s0 (a -w<width> part when the expert width is set)."""
     n = cfg.net
     kind = "dense" if n.placement == "none" else f"{n.moe}-{n.position}-e{n.experts_for()}"
+    if n.expert_width and n.placement != "none":
+        kind += f"-w{n.expert_width}"
     return f"{cfg.algo}-{n.placement}-{kind}-s{cfg.seed}"
 
 
@@ -96,16 +99,21 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None = None,
-          resume: Path | None = None, stop_at_step: int | None = None) -> Path:
+          resume: Path | None = None, stop_at_step: int | None = None, run_dir: Path | None = None) -> Path:
     """Train and return the run folder. `resume`: a run folder to continue from its checkpoint.
-    `stop_at_step`: leave the loop after that step without finishing, as a kill would (tests)."""
+    `run_dir`: train into this folder instead of a new timestamped one (sweeps; it must hold no
+    results yet). `stop_at_step`: leave the loop after that step without finishing, as a kill would (tests)."""
     device = pick_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     env = make_mixture(cfg.suite, registry, num_envs=cfg.num_envs, steps=cfg.steps, switch_every=cfg.switch_every or None)
     agent, nets = build_agent(cfg, env, device)
-    run_dir = resume or new_run_dir(out, cfg)
+    if run_dir is not None and not resume:
+        if any((run_dir / f).exists() for f in ("metrics.jsonl", "summary.json", CHECKPOINT)):
+            raise MtmoeError(f"{run_dir} already holds results: resume it or choose another folder")
+        run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = resume or run_dir or new_run_dir(out, cfg)
     if not resume:
         (run_dir / "config.json").write_text(json.dumps({**cfg.to_dict(), "device_resolved": str(device),
                                                          "command": " ".join(sys.argv)}, indent=2))
@@ -178,6 +186,8 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
         "first_return": st.first_means, "final_return": st.log.means(), "final_normalized": st.log.norm_means(),
         "episodes": dict(st.log.count),
         "param_counts": {name: net.param_counts() for name, net in nets.items()},
+        "normalization": {t.id: {"low": t.normalization.low, "high": t.normalization.high,
+                                 "source": t.normalization.source} for t in env.tasks},
         "stopped": st.stopped,
         "resumed": bool(resume),
         "final_probe": prober.last,

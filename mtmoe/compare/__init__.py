@@ -1,0 +1,159 @@
+"""`mtmoe compare DIR…`: compare placements (and MoE kinds) from results folders only.
+
+Per suite: IQM / mean / median of normalized final scores with 95% stratified-bootstrap CIs
+and the probability of improvement over placement ``none`` (rliable), performance profiles,
+per-task learning curves and plasticity curves with CI bands, forgetting / drop / recovery per
+switch for sequential suites, parameter counts. Writes ``report.md`` and PNG plots to the
+report folder (regenerated on every call: they are derived from the runs, which are never
+touched) and returns the main table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mtmoe.compare.load import RunResult, load_runs
+from mtmoe.compare.stats import (BASELINE, aggregate_table, label_order, nonstationarity_table,
+                                 performance_profiles, score_matrices)
+
+
+def compare(paths: list[Path], out: Path, score: str = "eval", reps: int = 2000, seed: int = 0,
+            plots: bool = True, warn=print) -> dict:
+    """Returns {suite: {"table": {label: stats}, "tasks": [...], "normalization": {...}, ...}}."""
+    runs = load_runs(paths, warn)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {}
+    for suite in sorted({r.suite for r in runs}):
+        group = [r for r in runs if r.suite == suite]
+        mats, tasks, how = score_matrices(group, score, warn)
+        if not mats:
+            warn(f"{suite}: no run has a {score} score for every task; suite left out")
+            continue
+        table = aggregate_table(mats, reps=reps, seed=seed)
+        entry = {"table": table, "tasks": tasks, "normalization": how, "scores": {k: v.tolist() for k, v in mats.items()},
+                 "per_task": _per_task(group, tasks, score), "params": _params(group),
+                 "steps": _steps(group), "nonstationarity": nonstationarity_table(group), "plots": {}}
+        if plots:
+            entry["plots"] = _plots(group, mats, table, out, suite, reps, seed)
+        result[suite] = entry
+    (out / "report.md").write_text(render_report(result, paths, score, reps, seed))
+    return result
+
+
+def _plots(group: list[RunResult], mats, table, out: Path, suite: str, reps: int, seed: int) -> dict[str, str]:
+    from mtmoe.compare import plots
+
+    made = {"aggregate": plots.aggregate_plot(table, out / f"{suite}-aggregate.png", suite)}
+    taus, profiles, cis = performance_profiles(mats, reps=reps, seed=seed)
+    made["profile"] = plots.profile_plot(taus, profiles, cis, out / f"{suite}-profile.png", suite)
+    made["curves"] = plots.learning_curves(group, out / f"{suite}-curves.png", suite)
+    made["plasticity"] = plots.plasticity_curves(group, out / f"{suite}-plasticity.png", suite)
+    return {k: p.name for k, p in made.items() if p is not None}
+
+
+def _per_task(group: list[RunResult], tasks: list[str], score: str) -> dict[str, dict[str, tuple]]:
+    """{label: {task: (mean, std, n)}} of raw final scores."""
+    out = {}
+    for label in label_order(r.label for r in group):
+        out[label] = {}
+        for t in tasks:
+            key = "return"
+            vals = [((r.summary.get("eval") or {}).get(t) or {}).get(key) if score == "eval"
+                    else r.summary["final_return"].get(t) for r in group if r.label == label]
+            vals = [v for v in vals if v is not None]
+            out[label][t] = (float(np.mean(vals)), float(np.std(vals)), len(vals)) if vals else (None, None, 0)
+    return out
+
+
+def _params(group: list[RunResult]) -> dict[str, dict[str, int]]:
+    """{label: {tower: parameters}} (first run of each label; all seeds build the same nets)."""
+    out = {}
+    for r in group:
+        if r.label in out:
+            continue
+        counts = {}
+        for net, c in (r.summary.get("param_counts") or {}).items():
+            if net == "actor_critic":
+                counts.update({k: v for k, v in c.items() if k in ("encoder", "actor", "critic") and v})
+            else:
+                counts[net] = c.get("total", 0)
+        counts["total"] = sum(counts.values())
+        out[r.label] = counts
+    return out
+
+
+def _steps(group: list[RunResult]) -> dict[str, tuple[int, float]]:
+    """{label: (env steps, mean training steps/s)}."""
+    out = {}
+    for label in label_order(r.label for r in group):
+        rs = [r for r in group if r.label == label]
+        out[label] = (int(np.median([r.summary["steps"] for r in rs])),
+                      float(np.mean([r.summary.get("steps_per_s", 0) for r in rs])))
+    return out
+
+
+def _ci(v) -> str:
+    return "-" if v is None else f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
+
+
+def _k(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+
+
+def main_rows(entry: dict) -> list[list[str]]:
+    rows = []
+    for label, st in entry["table"].items():
+        params = entry["params"].get(label, {})
+        towers = " · ".join(f"{k} {_k(v)}" for k, v in params.items() if k != "total")
+        rows.append([label, str(st["runs"]), _ci(st["iqm"]), _ci(st["mean"]), _ci(st["median"]),
+                     _ci(st["p_improve"]) if label != BASELINE else "-", towers,
+                     f"{entry['steps'][label][1]:,.0f}"])
+    return rows
+
+
+MAIN_HEADER = ["label", "runs", "IQM [95% CI]", "mean [95% CI]", "median [95% CI]", "P(> none) [95% CI]",
+               "parameters", "steps/s"]
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render_report(result: dict, paths: list[Path], score: str, reps: int, seed: int) -> str:
+    what = ("final evaluation return (deterministic policy, every task, at the end of training)" if score == "eval"
+            else "final training return (mean of the last 20 episodes; continual suites: at the end of each task's phase)")
+    md = ["# mtmoe comparison", "",
+          f"Runs from: {', '.join(str(p) for p in paths)}. Score: {what}. Aggregates: rliable, "
+          f"{reps} stratified-bootstrap resamples (seed {seed}), 95% percentile CIs. "
+          f"P(> none): probability that a run of the label beats a run of placement none on a task "
+          "(Agarwal et al. 2021).", ""]
+    for suite, e in result.items():
+        md += [f"## {suite}", "", f"Env steps per run: {', '.join(f'{k}: {v[0]:,}' for k, v in e['steps'].items())}.", "",
+               _md_table(MAIN_HEADER, main_rows(e)), "",
+               "Normalization: " + "; ".join(f"{t}: {h}" for t, h in e["normalization"].items()) + ".", ""]
+        md += ["Raw final scores per task (mean ± std over runs):", "",
+               _md_table(["label", *e["tasks"]],
+                         [[label, *(f"{m:.2f} ± {s:.2f} (n={n})" if m is not None else "-" for m, s, n in
+                                    (per[t] for t in e["tasks"]))] for label, per in e["per_task"].items()]), ""]
+        if e["nonstationarity"]:
+            md += ["Non-stationarity per switch (evaluation returns, raw units; forgetting: score of earlier tasks "
+                   "at the end of their phase minus at the end of this one, averaged over them; drop: on a task's "
+                   "return; recovery: env steps until it regains its earlier level):", ""]
+            rows = []
+            for label, ns in e["nonstationarity"].items():
+                for row in ns["rows"]:
+                    f = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
+                    rows.append([label, str(row["phase"]), row["task"], f"{row['start']:,}", f(row["forgetting"]),
+                                 f(row["drop"]), f(row["recover_steps"]), row["recovered"] or "-"])
+            md += [_md_table(["label", "phase", "task", "starts at", "forgetting", "drop", "steps to recover",
+                              "recovered"], rows), ""]
+        for kind, caption in (("aggregate", "Aggregate scores"), ("profile", "Performance profiles"),
+                              ("curves", "Learning curves (mean, 95% bootstrap band)"),
+                              ("plasticity", "Plasticity: dormant neurons and srank per tower")):
+            if kind in e["plots"]:
+                md += [f"![{caption}]({e['plots'][kind]})", ""]
+    return "\n".join(md) + "\n"

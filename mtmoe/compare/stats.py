@@ -1,0 +1,139 @@
+"""Score matrices and the statistics of a comparison (all aggregate statistics are rliable's,
+through mtmoe.metrics.aggregate, seeded).
+
+Scores: a task with reference scores (Atari human/random, Procgen min/max) is normalized
+against them. A task without (MinAtar, MuJoCo, classic control) is divided by the best mean
+score any label reached on it in this comparison, so every task weighs the same in the
+aggregate; the report says which tasks were scaled that way.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from mtmoe.compare.load import RunResult
+from mtmoe.metrics.aggregate import interval_estimates, probability_of_improvement
+
+BASELINE = "none"
+
+
+def label_order(labels) -> list[str]:
+    rank = {"none": 0, "actor": 1, "critic": 2, "both": 3}
+    return sorted(set(labels), key=lambda s: (rank.get(s.split("/")[0], 9), s))
+
+
+def score_matrices(runs: list[RunResult], kind: str, warn) -> tuple[dict[str, np.ndarray], list[str], dict]:
+    """{label: (runs × tasks) normalized scores}, task order, {task: how it was normalized}."""
+    tasks = runs[0].tasks
+    raw: dict[str, list[list[float]]] = defaultdict(list)
+    for r in runs:
+        row = [r.score(t, kind) for t in tasks]
+        if any(v is None for v in row):
+            warn(f"{r.path}: no {kind} score for {[t for t, v in zip(tasks, row) if v is None]}; left out of the {kind} table")
+            continue
+        raw[r.label].append(row)
+    scale, how = {}, {}
+    for j, t in enumerate(tasks):
+        if runs[0].reference(t):
+            scale[t], how[t] = 1.0, "reference scores"
+            continue
+        best = max((np.mean([row[j] for row in rows]) for rows in raw.values()), default=0.0)
+        scale[t] = best if best > 0 else 1.0
+        how[t] = f"raw / {scale[t]:.4g} (best label mean)" if best > 0 else "raw (no positive mean to scale by)"
+    mats = {label: np.array(rows, dtype=float) / np.array([scale[t] for t in tasks])
+            for label, rows in raw.items()}
+    return {k: mats[k] for k in label_order(mats)}, tasks, how
+
+
+def aggregate_table(mats: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) -> dict[str, dict]:
+    """{label: {iqm, mean, median: (point, low, high), p_improve: (P(label > none), low, high) | None, runs}}."""
+    est = interval_estimates(mats, ("iqm", "mean", "median"), reps=reps, seed=seed)
+    poi = {}
+    if BASELINE in mats:
+        pairs = [(k, BASELINE) for k in mats if k != BASELINE]
+        if pairs:
+            poi = probability_of_improvement(mats, pairs, reps=reps, seed=seed)
+    return {k: {**est[k], "p_improve": poi.get((k, BASELINE)), "runs": int(mats[k].shape[0])} for k in mats}
+
+
+def performance_profiles(mats: dict[str, np.ndarray], reps: int = 2000, seed: int = 0):
+    """rliable run-score distributions on a grid of thresholds τ: (taus, profiles, CIs)."""
+    from rliable import library as rly
+
+    from mtmoe.metrics.aggregate import _seeded_global_numpy
+
+    hi = max(1.0, max(float(m.max()) for m in mats.values()))
+    lo = min(0.0, min(float(m.min()) for m in mats.values()))
+    taus = np.linspace(lo, hi, 81)
+    with _seeded_global_numpy(seed):
+        profiles, cis = rly.create_performance_profile(mats, taus, reps=reps)
+    return taus, profiles, cis
+
+
+def curve_bands(curves: dict[str, list[list[tuple[int, float]]]], points: int = 60, reps: int = 2000,
+                seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """{label: [(step, value) series per run]} -> {label: (steps, mean, low, high)}: the runs'
+    curves on a common step grid (linear interpolation, no extrapolation past a run's last
+    point), mean and 95% stratified-bootstrap CI at every point via rliable."""
+    from rliable import library as rly
+    from rliable import metrics as rly_metrics
+
+    from mtmoe.metrics.aggregate import _seeded_global_numpy
+
+    out = {}
+    for label, series in curves.items():
+        series = [sorted(s) for s in series if len(s) >= 2]
+        if not series:
+            continue
+        end = min(s[-1][0] for s in series)
+        start = max(s[0][0] for s in series)
+        if end <= start:
+            continue
+        grid = np.linspace(start, end, points)
+        vals = np.stack([np.interp(grid, [p[0] for p in s], [p[1] for p in s]) for s in series])  # runs × points
+        if len(series) == 1:
+            out[label] = (grid, vals[0], vals[0], vals[0])
+            continue
+        per_point = lambda x: np.array([rly_metrics.aggregate_mean(x[:, :, i]) for i in range(x.shape[-1])])  # noqa: E731
+        with _seeded_global_numpy(seed):
+            point, ci = rly.get_interval_estimates({label: vals[:, None, :]}, per_point, reps=reps)
+        out[label] = (grid, point[label], ci[label][0], ci[label][1])
+    return out
+
+
+def nonstationarity_table(runs: list[RunResult]) -> dict[str, dict]:
+    """Per label, per phase p ≥ 1: mean forgetting of earlier tasks at the end of p (over
+    tasks and seeds), mean drop on return and mean steps to recover (with how many recovered)."""
+    out: dict[str, dict] = {}
+    for label in label_order(r.label for r in runs):
+        forget, drop, recover = defaultdict(list), defaultdict(list), defaultdict(list)
+        phases = None
+        for r in runs:
+            ns = r.summary.get("nonstationarity")
+            if r.label != label or not ns:
+                continue
+            phases = phases or ns["phases"]
+            for rec in ns["forgetting"]:
+                if rec.get("forgetting") is not None:
+                    forget[rec["phase"]].append(rec["forgetting"])
+            for rec in ns["switch_drop"]:
+                if rec.get("drop") is not None:
+                    drop[rec["phase"]].append(rec["drop"])
+            for rec in ns["steps_to_recover"]:
+                recover[rec["phase"]].append(rec["steps"])
+        if phases is None:
+            continue
+        rows = []
+        for p in range(1, len(phases)):
+            rec = [s for s in recover.get(p, [])]
+            done = [s for s in rec if s is not None]
+            rows.append({"phase": p, "task": phases[p][0], "start": phases[p][1],
+                         "forgetting": float(np.mean(forget[p])) if forget.get(p) else None,
+                         "drop": float(np.mean(drop[p])) if drop.get(p) else None,
+                         "recover_steps": float(np.mean(done)) if done else None,
+                         "recovered": f"{len(done)}/{len(rec)}" if rec else None})
+        out[label] = {"rows": rows, "mean_forgetting": float(np.mean([v for p in forget for v in forget[p]]))
+                      if forget else None}
+    return out

@@ -1,0 +1,135 @@
+"""`mtmoe compare` on synthetic results folders: statistics equal rliable's, bad files warn."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from rliable import library as rly
+from rliable import metrics as rly_metrics
+
+from mtmoe.cli import main
+from mtmoe.compare import compare
+from mtmoe.compare.load import load_runs
+from mtmoe.compare.stats import nonstationarity_table, score_matrices
+
+TASKS = ["task-a", "task-b", "task-c"]
+RNG = np.random.default_rng(0)
+# (label placement, seed) -> normalized final score per task: known arrays to compare with rliable
+SCORES = {p: RNG.uniform(0, 1, (5, 3)) + (0.3 if p == "critic" else 0.0) for p in ("none", "critic")}
+
+
+def write_run(root, suite, placement, seed, scores, reference=True, steps=1000, phases=None):
+    """A results folder as `mtmoe run` writes it (the fields compare reads)."""
+    path = root / suite / f"ppo-{placement}-s{seed}"
+    path.mkdir(parents=True)
+    net = {"placement": placement, "moe": "softmoe", "position": "penultimate", "num_experts": 4, "expert_width": 0}
+    (path / "config.json").write_text(json.dumps({"suite": suite, "algo": "ppo", "seed": seed, "net": net}))
+    norm = {t: {"low": 0.0, "high": 1.0, "source": "test reference" if reference else "none: normalized equals raw"}
+            for t in TASKS}
+    summary = {"suite": suite, "algo": "ppo", "placement": placement, "seed": seed, "steps": steps,
+               "steps_per_s": 100.0, "final_return": dict(zip(TASKS, scores)),
+               "final_normalized": dict(zip(TASKS, scores)), "normalization": norm,
+               "eval": {t: {"return": s, "normalized": s, "episodes": 8} for t, s in zip(TASKS, scores)},
+               "param_counts": {"actor_critic": {"encoder": 0, "actor": 100, "critic": 200 if placement == "none" else 300,
+                                                 "total": 300}},
+               "nonstationarity": None}
+    if phases:
+        summary["nonstationarity"] = {
+            "phases": phases, "switch_drop": [],
+            "forgetting": [{"phase": 1, "task": TASKS[0], "forgetting": 0.5 + seed}],
+            "steps_to_recover": [{"phase": 1, "task": TASKS[1], "steps": 100 * (seed + 1)}]}
+    (path / "summary.json").write_text(json.dumps(summary))
+    lines = [{"global_step": s, "return": {t: float(v) * s / steps for t, v in zip(TASKS, scores)}}
+             for s in range(100, steps + 1, 100)]
+    lines += [{"global_step": s, "probe": {"tasks": {t: {"critic": {"dormant@0.025": 0.1, "srank": 5}} for t in TASKS}}}
+              for s in (500, 1000)]
+    (path / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def results(tmp_path):
+    for placement, mat in SCORES.items():
+        for seed, row in enumerate(mat):
+            write_run(tmp_path / "res", "suite-x", placement, seed, [float(v) for v in row])
+    return tmp_path / "res"
+
+
+def test_iqm_and_cis_equal_rliable_on_the_same_arrays(results, tmp_path):
+    out = compare([results], tmp_path / "report", reps=500, seed=3, plots=False, warn=pytest.fail)
+    table = out["suite-x"]["table"]
+    np.random.seed(3)  # mtmoe seeds numpy's global RNG, which rliable 1.2.0 draws from
+    func = lambda x: np.array([rly_metrics.aggregate_iqm(x), rly_metrics.aggregate_mean(x),  # noqa: E731
+                               rly_metrics.aggregate_median(x)])
+    points, cis = rly.get_interval_estimates(SCORES, func, reps=500)
+    for label in SCORES:
+        for i, metric in enumerate(("iqm", "mean", "median")):
+            assert table[label][metric][0] == pytest.approx(points[label][i])
+            assert table[label][metric][1:] == pytest.approx((cis[label][0][i], cis[label][1][i]))
+    np.random.seed(3)
+    poi, poi_ci = rly.get_interval_estimates({"p": [SCORES["critic"], SCORES["none"]]},
+                                             rly_metrics.probability_of_improvement, reps=500)
+    assert table["critic"]["p_improve"][0] == pytest.approx(float(poi["p"]))
+    assert table["critic"]["p_improve"][1] == pytest.approx(float(np.ravel(poi_ci["p"])[0]))
+    assert table["none"]["p_improve"] is None
+    assert list(table) == ["none", "critic"]  # placements in their natural order
+
+
+def test_report_and_plots_are_written(results, tmp_path):
+    out = compare([results], tmp_path / "report", reps=200, warn=pytest.fail)
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "## suite-x" in report and "| critic | 5 |" in report and "critic 300" in report
+    for name in out["suite-x"]["plots"].values():
+        png = (tmp_path / "report" / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert set(out["suite-x"]["plots"]) == {"aggregate", "profile", "curves", "plasticity"}
+
+
+def test_tasks_without_reference_scores_are_scaled_by_the_best_label(tmp_path):
+    for seed, (a, b) in enumerate([(2.0, 4.0), (4.0, 8.0)]):
+        write_run(tmp_path, "s", "none", seed, [a, 10.0, -1.0], reference=False)
+        write_run(tmp_path, "s", "both", seed, [b, 5.0, -2.0], reference=False)
+    runs = load_runs([tmp_path], pytest.fail)
+    mats, tasks, how = score_matrices(runs, "eval", pytest.fail)
+    # task-a: best label mean 6 (both); task-b: 10 (none); task-c: no positive mean -> raw
+    np.testing.assert_allclose(mats["both"], [[4 / 6, 0.5, -2.0], [8 / 6, 0.5, -2.0]])
+    np.testing.assert_allclose(mats["none"], [[2 / 6, 1.0, -1.0], [4 / 6, 1.0, -1.0]])
+    assert "best label mean" in how["task-a"] and how["task-c"].startswith("raw")
+
+
+def test_missing_or_corrupt_files_warn_and_do_not_crash(results, tmp_path):
+    runs = sorted((results / "suite-x").iterdir())
+    (runs[0] / "summary.json").unlink()  # unfinished run
+    (runs[1] / "summary.json").write_text("{not json")  # corrupt
+    with open(runs[2] / "metrics.jsonl", "a") as f:
+        f.write("garbage line\n{\"global_step\": \n")
+    (runs[3] / "metrics.jsonl").unlink()
+    warnings = []
+    out = compare([results], tmp_path / "report", reps=100, plots=True, warn=warnings.append)
+    text = "\n".join(warnings)
+    assert "no summary.json" in text and "unreadable" in text and "2 unreadable line(s)" in text
+    assert "no metrics.jsonl" in text
+    assert sum(v["runs"] for v in out["suite-x"]["table"].values()) == 8
+
+
+def test_nonstationarity_table_averages_seeds(tmp_path):
+    phases = [[TASKS[0], 0, 500], [TASKS[1], 500, 1000]]
+    for seed in range(2):
+        write_run(tmp_path, "seq", "critic", seed, [1.0, 1.0, 1.0], phases=phases)
+    runs = load_runs([tmp_path], pytest.fail)
+    row = nonstationarity_table(runs)["critic"]["rows"][0]
+    assert row["forgetting"] == pytest.approx(1.0)  # mean of 0.5 and 1.5
+    assert row["recover_steps"] == pytest.approx(150) and row["recovered"] == "2/2"
+    # training curves of a continual run are kept only inside the task's phases
+    assert all(0 < s <= 500 for s, _ in runs[0].train[TASKS[0]])
+
+
+def test_cli_compare_prints_the_table_and_fails_cleanly(results, tmp_path, capsys):
+    assert main(["compare", str(results), "--out", str(tmp_path / "r"), "--reps", "100", "--no-plots"]) == 0
+    captured = capsys.readouterr()
+    assert "suite-x" in captured.out and "critic" in captured.out
+    assert main(["compare", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
