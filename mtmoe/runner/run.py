@@ -32,6 +32,21 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _commit() -> str | None:
+    """The git commit of the mtmoe checkout (with '+dirty' for local changes), when it is one."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (sha + ("+dirty" if dirty else "")) if sha else None
+
+
 def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -116,7 +131,8 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
     run_dir = resume or run_dir or new_run_dir(out, cfg)
     if not resume:
         (run_dir / "config.json").write_text(json.dumps({**cfg.to_dict(), "device_resolved": str(device),
-                                                         "command": " ".join(sys.argv)}, indent=2))
+                                                         "command": " ".join(sys.argv), "mtmoe_commit": _commit()},
+                                                        indent=2))
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(run_dir / "tb"))
