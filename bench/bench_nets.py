@@ -84,6 +84,8 @@ class Case:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--setups", default="minatar,mlp")
+    p.add_argument("--kinds", default="", help="comma-separated subset of " + ",".join(k for k, _ in KINDS))
+    p.add_argument("--tokenizers", default="", help="comma-separated subset of each setup's tokenizers")
     p.add_argument("--placement", default="both")
     p.add_argument("--position", default="penultimate")
     p.add_argument("--experts", type=int, default=4)
@@ -104,7 +106,11 @@ def main(argv=None):
         base = NetConfig(num_tasks=4, num_experts=args.experts, expert_width=args.expert_width)
         cases[(name, "none", "-")] = Case(obs_space, act_space, base, args.batch, args.compile)
         for label, extra in KINDS:
+            if args.kinds and label not in args.kinds.split(","):
+                continue
             for tok in toks:
+                if args.tokenizers and tok not in args.tokenizers.split(","):
+                    continue
                 cfg = base.replace(placement=args.placement, position=args.position, tokenizer=tok, **extra)
                 cases[(name, label, tok)] = Case(obs_space, act_space, cfg, args.batch, args.compile)
     for case in cases.values():  # warm-up (and compilation)

@@ -84,6 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     p.add_argument("--no-plots", action="store_true", help="tables only")
 
+    p = sub.add_parser("scaling", help="returns against parameters and compute, intrinsic performance",
+                       description="Read the results of a size sweep (e.g. `mtmoe sweep --experts 1,4,16 …`) and, per "
+                                   "placement: final score against parameters (IQM, 95%% CIs), return against counted "
+                                   "training FLOPs per size, intrinsic performance (Hilton et al. 2023) and its "
+                                   "power-law fit. Writes scaling.md and PNG plots.")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="results folders (searched recursively for runs)")
+    p.add_argument("--out", help="report folder (default: <first DIR>/scaling)")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples of the score CIs (default 2000)")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the power-law fit (default 200)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-plots", action="store_true")
+
     p = sub.add_parser("nets", help="show the networks a run would build", description="`nets show --suite S "
                        "[--placement P …]`: the towers, their layers and parameter counts.")
     ns = p.add_subparsers(dest="nets_command", metavar="show")
@@ -169,6 +181,21 @@ def _compare(args) -> None:
     print(f"report: {out / 'report.md'}", file=sys.stderr)
 
 
+def _scaling(args) -> None:
+    from pathlib import Path
+
+    from mtmoe import views
+    from mtmoe.scaling.report import scaling
+
+    dirs = [Path(d) for d in args.dirs]
+    out = Path(args.out) if args.out else dirs[0] / "scaling"
+    warn = lambda msg: print(f"mtmoe: warning: {msg}", file=sys.stderr)  # noqa: E731
+    result = scaling(dirs, out, reps=args.reps, seed=args.seed, bootstrap=args.bootstrap, plots=not args.no_plots,
+                     warn=warn)
+    views.scaling_tables(result)
+    print(f"report: {out / 'scaling.md'}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -188,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             _run(args)
         elif args.command == "compare":
             _compare(args)
+        elif args.command == "scaling":
+            _scaling(args)
         elif args.command == "sweep":
             _sweep(args)
         elif args.command == "nets" and getattr(args, "nets_command", None) == "show":

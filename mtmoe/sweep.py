@@ -12,6 +12,7 @@ A run that fails is retried (from its checkpoint) up to ``retries`` times; its o
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -73,22 +74,51 @@ class Grid:
     device: str = "auto"
     sets: list[str] = field(default_factory=list)
 
+    @property
+    def size_family(self) -> bool:
+        """Several MoE sizes: placement none then gets a width-matched dense twin per size."""
+        return len(self.experts) > 1 or len(self.expert_widths) > 1
+
     def configs(self, registry: Registry) -> list[RunConfig]:
-        """One composed RunConfig per distinct run (placement none ignores the MoE axes)."""
-        out, seen = [], set()
+        """One composed RunConfig per distinct run. Placement none ignores the MoE axes, except in
+        a size family, where it runs once per MoE size with hidden widths matched to it
+        (mtmoe.scaling.sizes)."""
+        out, seen, widths = [], set(), {}
         axes = itertools.product(self.suites, self.placements, self.moes or [None], self.positions or [None],
                                  self.experts or [None], self.expert_widths or [None], self.seeds)
         for suite, placement, moe, position, experts, width, seed in axes:
             dense = placement == "none"
-            flags = {"placement": placement, "moe": None if dense else moe, "position": None if dense else position,
-                     "num_experts": None if dense else experts, "expert_width": None if dense else width}
+            match = dense and self.size_family
+            flags = {"placement": "both" if match else placement, "moe": None if dense and not match else moe,
+                     "position": None if dense and not match else position,
+                     "num_experts": None if dense and not match else experts,
+                     "expert_width": None if dense and not match else width}
             cfg, _ = compose(registry, suite, preset=self.preset, algo=self.algo, steps=self.steps,
                              budget=self.budget, seed=seed, device=self.device, net_flags=flags, sets=self.sets)
+            if match:  # the dense twin of this MoE size
+                from mtmoe.scaling.sizes import size_tag
+
+                tag = size_tag(cfg.net)
+                if (suite, tag) not in widths:
+                    widths[(suite, tag)] = _matched_hidden(cfg, registry)
+                cfg.net = dataclasses.replace(cfg.net, placement="none", hidden=widths[(suite, tag)])
+                cfg.dense_match = tag
             key = (cfg.suite, run_name(cfg))
             if key not in seen:
                 seen.add(key)
                 out.append(cfg)
         return out
+
+
+def _matched_hidden(cfg: RunConfig, registry: Registry) -> tuple[int, ...]:
+    from mtmoe.scaling.sizes import matched_hidden
+    from mtmoe.tasks import make_mixture
+
+    env = make_mixture(cfg.suite, registry, num_envs=len(registry.suite(cfg.suite).tasks), steps=cfg.steps)
+    try:
+        return matched_hidden(cfg.net, cfg.algo, env.single_observation_space, env.single_action_space)
+    finally:
+        env.close()
 
 
 def run_folder(out: Path, cfg: RunConfig) -> Path:

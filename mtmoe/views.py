@@ -151,3 +151,26 @@ def compare_tables(result: dict) -> None:
         for row in main_rows(entry):
             table.add_row(*row)
         console.print(table)
+
+
+def scaling_tables(result: dict) -> None:
+    """The tables of `mtmoe scaling`, one pair per suite."""
+    from mtmoe.scaling.report import fit_rows, size_rows
+
+    for suite, entry in result.items():
+        table = Table(title=f"{suite} · final score against size")
+        for col in ("placement", "size", "parameters", "FLOPs / env step", "runs", "IQM [95% CI]"):
+            table.add_column(col)
+        for row in size_rows(entry):
+            table.add_row(*row)
+        console.print(table)
+        for fam, f in entry["families"].items():
+            console.print(f"  {fam}: final score {f['trend']}")
+        rows = fit_rows(entry)
+        if rows:
+            table = Table(title=f"{suite} · intrinsic performance I^(-β) = (N_c/N)^α_N + (E_c/E)^α_E")
+            for col in ("placement", "α_N [95% CI]", "α_E [95% CI]", "β [95% CI]", "RMSE log I", "points"):
+                table.add_column(col)
+            for row in rows:
+                table.add_row(*row)
+            console.print(table)

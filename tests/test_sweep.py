@@ -12,6 +12,7 @@ import time
 import pytest
 
 from mtmoe.errors import MtmoeError
+from mtmoe.runner.run import run_name
 from mtmoe.sweep import Grid, parse_ints, state_of, sweep
 from mtmoe.tasks import load_registry
 
@@ -34,9 +35,22 @@ def test_parse_ints_rejects_bad_input_in_one_line(text):
 
 
 def test_grid_runs_placement_none_once_per_seed():
-    grid = Grid(suites=["minatar-single"], seeds=[0, 1], placements=["none", "critic"], experts=[2, 4], steps=1000)
-    names = sorted(f"{c.net.placement}-e{c.net.experts_for()}-s{c.seed}" for c in grid.configs(REGISTRY))
-    assert names == ["critic-e2-s0", "critic-e2-s1", "critic-e4-s0", "critic-e4-s1", "none-e4-s0", "none-e4-s1"]
+    grid = Grid(suites=["minatar-single"], seeds=[0, 1], placements=["none", "critic"], moes=["softmoe", "topk"],
+                steps=1000)
+    names = sorted(run_name(c) for c in grid.configs(REGISTRY))
+    assert names == ["ppo-critic-softmoe-penultimate-e4-s0", "ppo-critic-softmoe-penultimate-e4-s1",
+                     "ppo-critic-topk-penultimate-e4-s0", "ppo-critic-topk-penultimate-e4-s1",
+                     "ppo-none-dense-s0", "ppo-none-dense-s1"]
+
+
+def test_size_family_gives_placement_none_a_growing_dense_twin_per_size():
+    grid = Grid(suites=["minatar-single"], seeds=[0], placements=["none", "critic"], experts=[1, 16],
+                expert_widths=[256], steps=1000)
+    cfgs = {run_name(c): c for c in grid.configs(REGISTRY)}
+    small, large = cfgs["ppo-none-dense-match-e1-w256-s0"], cfgs["ppo-none-dense-match-e16-w256-s0"]
+    assert small.net.placement == large.net.placement == "none"
+    assert large.net.hidden[0] > small.net.hidden[0] and small.dense_match == "e1-w256"
+    assert set(cfgs) >= {"ppo-critic-softmoe-penultimate-e1-w256-s0", "ppo-critic-softmoe-penultimate-e16-w256-s0"}
 
 
 def test_killed_sweep_resumes_and_skips_finished_runs(tmp_path):

@@ -40,7 +40,10 @@ class RunResult:
         net = self.config.get("net", {})
         placement = net.get("placement", self.summary.get("placement"))
         if placement == "none":
-            return {"placement": "none", "moe": "-", "position": "-", "experts": 0, "expert_width": 0}
+            match = self.config.get("dense_match") or ""  # e.g. 'e4-w256': the MoE size it matches
+            e, _, w = match.partition("-")
+            return {"placement": "none", "moe": "-", "position": "-", "experts": int(e[1:]) if e else 0,
+                    "expert_width": int(w[1:]) if w else 0}
         experts = net.get("num_experts", 0) or (net.get("num_tasks", 1) if net.get("moe") == "task" else 4)
         return {"placement": placement, "moe": net.get("moe"), "position": net.get("position"),
                 "experts": experts, "expert_width": net.get("expert_width", 0)}
@@ -51,6 +54,13 @@ class RunResult:
         if norm is not None:
             return not str(norm.get("source", "")).startswith("none")
         return self.summary["final_normalized"].get(task) != self.summary["final_return"].get(task)
+
+    def normalize(self, task: str, raw: float) -> float:
+        """A raw return on the task's reference scale (unchanged for tasks without references)."""
+        norm = self.summary.get("normalization", {}).get(task)
+        if norm is None or not self.reference(task):
+            return raw
+        return (raw - norm["low"]) / (norm["high"] - norm["low"])
 
     def score(self, task: str, kind: str = "eval") -> float | None:
         """Final score of a task: 'eval' = last evaluation (deterministic policy, all tasks at
@@ -151,7 +161,8 @@ def assign_labels(runs: list[RunResult]) -> None:
         for r in group:
             ax = r.axes
             parts = [ax["placement"]]
-            if ax["placement"] != "none":
+            dense_sized = ax["placement"] == "none" and ax["experts"]  # a width-matched dense twin
+            if ax["placement"] != "none" or dense_sized:
                 parts += [f"e{ax[a]}" if a == "experts" else f"w{ax[a]}" if a == "expert_width" else str(ax[a])
-                          for a in varying]
+                          for a in varying if not dense_sized or a in ("experts", "expert_width")]
             r.label = "/".join(parts)

@@ -58,6 +58,9 @@ class RunConfig:
     """Env steps between plasticity/routing probes (0: 20 probes per run; -1: none)."""
     probe_per_task: int = 256
     """Observations per task in the fixed probe batch."""
+    dense_match: str = ""
+    """Placement none in a size family: the MoE size (e.g. e4-w256) whose critic parameter count the
+    dense hidden widths were grown to match (set by `mtmoe sweep`)."""
     net: NetConfig = field(default_factory=NetConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     sac: SACConfig = field(default_factory=SACConfig)

@@ -58,6 +58,8 @@ def run_name(cfg: RunConfig) -> str:
     kind = "dense" if n.placement == "none" else f"{n.moe}-{n.position}-e{n.experts_for()}"
     if n.expert_width and n.placement != "none":
         kind += f"-w{n.expert_width}"
+    if n.placement == "none" and cfg.dense_match:
+        kind += f"-match-{cfg.dense_match}"
     return f"{cfg.algo}-{n.placement}-{kind}-s{cfg.seed}"
 
 
@@ -86,6 +88,21 @@ def build_agent(cfg: RunConfig, env, device: torch.device):
     q2 = build_q_network(obs_space, act_space, cfg.net)
     actor, q1, q2 = actor.to(device), q1.to(device), q2.to(device)
     return SAC(env, actor, q1, q2, cfg.sac, device, cfg.seed), {"actor": actor, "q1": q1, "q2": q2}
+
+
+def count_run_flops(cfg: RunConfig, env, nets: dict, device: torch.device, batch: int = 16) -> dict | None:
+    """Counted FLOPs per env step of this run's algorithm and networks (mtmoe.metrics.flops),
+    on a batch of observations sampled from the observation space."""
+    from mtmoe.metrics.flops import ppo_flops, sac_flops
+
+    space = env.single_observation_space
+    obs = torch.from_numpy(np.stack([space.sample() for _ in range(batch)])).to(device)
+    task = torch.zeros(batch, dtype=torch.long, device=device)
+    if cfg.algo == "ppo":
+        return ppo_flops(nets["actor_critic"], obs, task, cfg.ppo.update_epochs)
+    act_space = env.single_action_space
+    action = None if hasattr(act_space, "n") else torch.zeros(batch, act_space.shape[0], device=device)
+    return sac_flops(nets["actor"], nets["q1"], nets["q2"], obs, task, action, cfg.sac, env.num_envs)
 
 
 class EpisodeLog:
@@ -124,6 +141,7 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
     seed_everything(cfg.seed)
     env = make_mixture(cfg.suite, registry, num_envs=cfg.num_envs, steps=cfg.steps, switch_every=cfg.switch_every or None)
     agent, nets = build_agent(cfg, env, device)
+    flops = count_run_flops(cfg, env, nets, device)
     if run_dir is not None and not resume:
         if any((run_dir / f).exists() for f in ("metrics.jsonl", "summary.json", CHECKPOINT)):
             raise MtmoeError(f"{run_dir} already holds results: resume it or choose another folder")
@@ -202,6 +220,7 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
         "first_return": st.first_means, "final_return": st.log.means(), "final_normalized": st.log.norm_means(),
         "episodes": dict(st.log.count),
         "param_counts": {name: net.param_counts() for name, net in nets.items()},
+        "flops": {**flops, "total": flops["per_env_step"] * agent.global_step} if flops else None,
         "normalization": {t.id: {"low": t.normalization.low, "high": t.normalization.high,
                                  "source": t.normalization.source} for t in env.tasks},
         "stopped": st.stopped,

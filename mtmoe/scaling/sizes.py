@@ -1,0 +1,54 @@
+"""Size families: the dense baseline whose width grows to match an MoE network's parameters.
+
+In a scaling sweep (``--experts 1,4,16`` and/or ``--expert-widths …``) every MoE size has a
+dense twin: placement ``none`` with all hidden layers of one width w, w chosen so that the
+critic tower (PPO) or Q network (SAC) has the parameter count closest to that tower with the
+MoE in it at that size. So "none" also grows along the size axis, and returns can be read
+against parameters for every placement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from mtmoe.nets import NetConfig
+
+
+def _critic_params(cfg: NetConfig, algo: str, obs_space, act_space) -> int:
+    from mtmoe.nets import build_actor_critic, build_q_network
+
+    if algo == "sac":
+        return build_q_network(obs_space, act_space, cfg).param_counts()["total"]
+    return build_actor_critic(obs_space, act_space, cfg).param_counts()["critic"]
+
+
+def matched_hidden(moe_cfg: NetConfig, algo: str, obs_space, act_space, max_width: int = 1 << 16) -> tuple[int, ...]:
+    """Hidden widths (w, …, w) of a dense network whose critic has about as many parameters as
+    the critic of `moe_cfg` with its MoE (placement forced to 'both' for the count)."""
+    from mtmoe.nets.actor_critic import resolve_config
+
+    moe = dataclasses.replace(moe_cfg, placement="both")
+    target = _critic_params(moe, algo, obs_space, act_space)
+    layers = len(resolve_config(moe, obs_space).hidden)
+    dense = dataclasses.replace(moe_cfg, placement="none")
+
+    def params(w: int) -> int:
+        return _critic_params(dataclasses.replace(dense, hidden=(w,) * layers), algo, obs_space, act_space)
+
+    hi = 1
+    while params(hi) < target and hi < max_width:  # doubling first: huge widths are slow to build
+        hi *= 2
+    lo = max(1, hi // 2)
+    while lo < hi:  # parameters grow with w: find the first w reaching the target
+        mid = (lo + hi) // 2
+        if params(mid) < target:
+            lo = mid + 1
+        else:
+            hi = mid
+    best = min((w for w in (lo - 1, lo) if w >= 1), key=lambda w: abs(params(w) - target))
+    return (best,) * layers
+
+
+def size_tag(cfg: NetConfig) -> str:
+    """'e4-w256': the MoE size a dense twin matches (width 0 = the default expert width)."""
+    return f"e{cfg.experts_for()}-w{cfg.expert_width}"

@@ -1,0 +1,107 @@
+"""Parameter and FLOP counts against hand counts; dense twins; `mtmoe scaling` on synthetic results."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from mtmoe.metrics.flops import forward_flops, ppo_flops, train_flops
+from mtmoe.nets import NetConfig, build_actor_critic
+from mtmoe.scaling.report import scaling
+from mtmoe.scaling.sizes import matched_hidden
+
+OBS, ACT = gym.spaces.Box(-1, 1, (8,), np.float32), gym.spaces.Discrete(3)
+B = 5
+
+
+def _net(cfg):
+    torch.manual_seed(0)
+    return build_actor_critic(OBS, ACT, cfg), torch.randn(B, 8), torch.zeros(B, dtype=torch.long)
+
+
+def test_dense_counts_match_hand_counts():
+    net, x, t = _net(NetConfig(hidden=(16,), placement="none"))
+    # actor 8->16->3, critic 8->16->1 (weights + biases)
+    assert net.param_counts() == {"encoder": 0, "actor": 8 * 16 + 16 + 16 * 3 + 3, "critic": 8 * 16 + 16 + 16 + 1,
+                                  "total": 195 + 161}
+    fwd = 2 * B * (8 * 16 + 16 * 3) + 2 * B * (8 * 16 + 16 * 1)  # 2 FLOPs per multiply-add
+    assert forward_flops(net, x, t) == fwd
+    # backward: every weight gradient (= forward FLOPs) + input gradients of all but the first layers
+    assert train_flops(net, x, t) == 2 * fwd + 2 * B * (16 * 3) + 2 * B * 16
+    per_step = ppo_flops(net, x, t, update_epochs=4)
+    assert per_step["per_env_step"] == pytest.approx(fwd / B + 4 * train_flops(net, x, t) / B)
+
+
+def test_softmoe_counts_match_hand_counts():
+    # critic: obs split into m=4 tokens of d=2; 2 experts 2->8->2 with p = ceil(4/2) = 2 slots each
+    net, x, t = _net(NetConfig(hidden=(16,), placement="critic", num_experts=2, expert_width=8, tokenizer="split",
+                               num_tokens=4))
+    m, d, E, p, w = 4, 2, 2, 2, 8
+    phi = d * E * p
+    experts = E * (d * w + w + w * d + d)
+    head = m * d * 1 + 1
+    assert net.param_counts()["critic"] == phi + experts + head
+    moe = (2 * B * m * d * E * p  # logits L = X Phi
+           + 2 * B * E * p * m * d  # slot inputs D^T X
+           + 2 * B * E * p * (d * w + w * d)  # experts on their slots
+           + 2 * B * m * E * p * d)  # outputs C Y~
+    actor = 2 * B * (8 * 16 + 16 * 3)
+    assert forward_flops(net, x, t) == actor + moe + 2 * B * m * d
+
+
+def test_dense_twin_matches_the_moe_critic_parameters():
+    cfg = NetConfig(hidden=(16, 16), placement="critic", num_experts=8, expert_width=64, tokenizer="split")
+    target = build_actor_critic(OBS, ACT, cfg.replace(placement="both")).param_counts()["critic"]
+    hidden = matched_hidden(cfg, "ppo", OBS, ACT)
+    assert len(hidden) == 2 and hidden[0] == hidden[1]
+    count = lambda h: build_actor_critic(OBS, ACT, cfg.replace(placement="none", hidden=h)).param_counts()["critic"]  # noqa: E731
+    w = hidden[0]
+    assert abs(count(hidden) - target) <= min(abs(count((w - 1,) * 2) - target), abs(count((w + 1,) * 2) - target))
+
+
+def _write(root, placement, experts, seed, score, params, flops):
+    path = root / "s" / f"ppo-{placement}-e{experts}-s{seed}"
+    path.mkdir(parents=True)
+    net = {"placement": placement, "moe": "softmoe", "position": "penultimate", "num_experts": experts,
+           "expert_width": 0}
+    cfg = {"suite": "s", "algo": "ppo", "seed": seed, "net": net,
+           "dense_match": f"e{experts}-w0" if placement == "none" else ""}
+    (path / "config.json").write_text(json.dumps(cfg))
+    tasks = ["a", "b"]
+    norm = {t: {"low": 0.0, "high": 1.0, "source": "test"} for t in tasks}
+    steps = np.arange(1, 41) * 1000
+    summary = {"suite": "s", "algo": "ppo", "seed": seed, "steps": int(steps[-1]), "steps_per_s": 1.0,
+               "final_return": {t: score for t in tasks}, "final_normalized": {t: score for t in tasks},
+               "normalization": norm, "eval": {t: {"return": score, "normalized": score} for t in tasks},
+               "param_counts": {"actor_critic": {"actor": params // 2, "critic": params - params // 2,
+                                                 "total": params}},
+               "flops": {"per_env_step": flops}}
+    (path / "summary.json").write_text(json.dumps(summary))
+    # learning curves: bigger models learn faster and higher (return = score * (1 - exp(-s / tau)))
+    tau = 2e4 / (params / 1e3)
+    lines = [{"global_step": int(s), "return": {t: score * (1 - np.exp(-s / tau)) for t in tasks}} for s in steps]
+    (path / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+
+
+def test_scaling_report_on_synthetic_size_family(tmp_path):
+    rng = np.random.default_rng(0)
+    for experts, params in ((1, 1000), (4, 4000), (16, 16000)):
+        for seed in range(3):
+            # critic: score rises with size; none: flat
+            _write(tmp_path, "critic", experts, seed, 0.2 * np.log2(experts) + 0.5 + 0.01 * rng.normal(), params, 3 * params)
+            _write(tmp_path, "none", experts, seed, 0.5 + 0.01 * seed, params, 3 * params)
+    out = scaling([tmp_path], tmp_path / "report", reps=200, bootstrap=20, warn=pytest.fail)
+    fams = out["s"]["families"]
+    assert set(fams) == {"none", "critic"}
+    assert fams["critic"]["trend"].startswith("rises") and fams["none"]["trend"].startswith("no clear trend")
+    assert [v["params"] for v in fams["critic"]["sizes"].values()] == [1000, 4000, 16000]
+    fit = fams["critic"]["fit"]["fit"]
+    assert fit is not None and fit["alpha_N"] > 0 and fit["alpha_E"] > 0
+    md = (tmp_path / "report" / "scaling.md").read_text()
+    assert "critic/e16" in md and "α_N" in md
+    for name in out["s"]["plots"].values():
+        assert (tmp_path / "report" / name).read_bytes()[:4] == b"\x89PNG"
