@@ -25,6 +25,8 @@ SETUPS = {
     # name: (obs space, action space, tokenizers to try)
     "minatar": (spaces.Box(0, 1, (6, 10, 10), np.uint8), spaces.Discrete(6),
                 ["per_conv", "per_feature", "per_sample", "per_patch"]),
+    # the ppo-minatar preset's towers (hidden 64, 64): the penultimate MoE sits on a 64-vector
+    "minatar-preset": (spaces.Box(0, 1, (6, 10, 10), np.uint8), spaces.Discrete(6), ["split", "per_sample"]),
     "mlp": (spaces.Box(-np.inf, np.inf, (17,), np.float32), spaces.Box(-1, 1, (6,), np.float32),
             ["split", "per_sample"]),
 }
@@ -103,7 +105,8 @@ def main(argv=None):
     cases: dict[tuple[str, str, str], Case] = {}
     for name in args.setups.split(","):
         obs_space, act_space, toks = SETUPS[name]
-        base = NetConfig(num_tasks=4, num_experts=args.experts, expert_width=args.expert_width)
+        base = NetConfig(num_tasks=4, num_experts=args.experts, expert_width=args.expert_width,
+                         hidden=(64, 64) if name == "minatar-preset" else None)
         cases[(name, "none", "-")] = Case(obs_space, act_space, base, args.batch, args.compile)
         for label, extra in KINDS:
             if args.kinds and label not in args.kinds.split(","):
