@@ -32,7 +32,11 @@ def compare(paths: list[Path], out: Path, score: str = "eval", reps: int = 2000,
             warn(f"{suite}: no run has a {score} score for every task; suite left out")
             continue
         table = aggregate_table(mats, reps=reps, seed=seed)
-        entry = {"table": table, "tasks": tasks, "normalization": how, "scores": {k: v.tolist() for k, v in mats.items()},
+        other = "train" if score == "eval" else "eval"
+        other_mats, _, other_how = score_matrices(group, other, lambda msg: None)
+        entry = {"other": {"score": other, "table": aggregate_table(other_mats, reps=reps, seed=seed) if other_mats
+                           else {}, "normalization": other_how},
+                 "table": table, "tasks": tasks, "normalization": how, "scores": {k: v.tolist() for k, v in mats.items()},
                  "per_task": _per_task(group, tasks, score), "params": _params(group),
                  "steps": _steps(group), "nonstationarity": nonstationarity_table(group), "plots": {}}
         if plots:
@@ -130,11 +134,23 @@ def render_report(result: dict, paths: list[Path], score: str, reps: int, seed: 
           f"Runs from: {', '.join(str(p) for p in paths)}. Score: {what}. Aggregates: rliable, "
           f"{reps} stratified-bootstrap resamples (seed {seed}), 95% percentile CIs. "
           f"P(> none): probability that a run of the label beats a run of placement none on a task "
-          "(Agarwal et al. 2021).", ""]
+          "(Agarwal et al. 2021). Tasks without reference scores are divided by the best label's mean, so a "
+          "task that no label learns (scores near random play) contributes mostly noise. steps/s depend on "
+          "the machine's load while the runs ran.", ""]
     for suite, e in result.items():
         md += [f"## {suite}", "", f"Env steps per run: {', '.join(f'{k}: {v[0]:,}' for k, v in e['steps'].items())}.", "",
                _md_table(MAIN_HEADER, main_rows(e)), "",
                "Normalization: " + "; ".join(f"{t}: {h}" for t, h in e["normalization"].items()) + ".", ""]
+        if e["other"]["table"]:
+            o = e["other"]
+            what_o = ("final training return (last 20 episodes; in a continual suite each task's is taken at the "
+                      "end of its own phase, so it shows what the agent learned, without later forgetting)"
+                      if o["score"] == "train" else "final evaluation return")
+            md += [f"Second view, score = {what_o}:", "",
+                   _md_table(["label", "runs", "IQM [95% CI]", "mean [95% CI]", "P(> none) [95% CI]"],
+                             [[k, str(v["runs"]), _ci(v["iqm"]), _ci(v["mean"]),
+                               _ci(v["p_improve"]) if k != BASELINE else "-"] for k, v in o["table"].items()]), "",
+                   "Normalization: " + "; ".join(f"{t}: {h}" for t, h in o["normalization"].items()) + ".", ""]
         md += ["Raw final scores per task (mean ± std over runs):", "",
                _md_table(["label", *e["tasks"]],
                          [[label, *(f"{m:.2f} ± {s:.2f} (n={n})" if m is not None else "-" for m, s, n in
