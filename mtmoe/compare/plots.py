@@ -52,10 +52,18 @@ def profile_plot(taus, profiles, cis, path: Path, title: str) -> Path:
 
 
 def _legend(fig, axes) -> None:
-    """One legend for the figure, from whichever panel has all the lines."""
+    """One legend for the figure (top left, one row), from whichever panel has all the lines."""
     best = max((ax.get_legend_handles_labels() for ax in axes.flat), key=lambda hl: len(hl[0]))
     if best[0]:
-        fig.legend(*best, loc="upper right", fontsize=8)
+        fig.legend(*best, loc="upper left", fontsize=8, ncol=len(best[0]), frameon=False)
+
+
+def _steps_axis(ax) -> None:
+    """Env steps as 250k / 1.5M instead of raw integers that run into each other."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e6:g}M" if v >= 1e6 else f"{v / 1e3:g}k"))
+    ax.set_xlabel("env steps")
 
 
 def _switch_lines(ax, runs: list[RunResult]) -> None:
@@ -83,14 +91,14 @@ def learning_curves(runs: list[RunResult], path: Path, title: str) -> Path | Non
                 drew = True
             _switch_lines(ax, runs)
             ax.set_title(f"{task}: {what}", fontsize=9)
-            ax.set_xlabel("env steps")
+            _steps_axis(ax)
             ax.grid(alpha=0.3)
     if not drew:
         plt.close(fig)
         return None
     _legend(fig, axes)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -134,11 +142,11 @@ def plasticity_curves(runs: list[RunResult], path: Path, title: str) -> Path | N
                 ax.fill_between(x, lo, hi, color=colors[label], alpha=0.2, lw=0)
             _switch_lines(ax, runs)
             ax.set_title(f"{tower}: {name}", fontsize=9)
-            ax.set_xlabel("env steps")
+            _steps_axis(ax)
             ax.grid(alpha=0.3)
     _legend(fig, axes)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
