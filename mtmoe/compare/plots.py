@@ -72,6 +72,27 @@ def _switch_lines(ax, runs: list[RunResult]) -> None:
         ax.axvline(start, color="gray", ls=":", lw=0.8)
 
 
+def _band_panel(ax, bands: dict, colors: dict, runs: list[RunResult], title: str) -> bool:
+    """Mean lines with 95% bands, one per label, task switches dotted; whether it drew any."""
+    for label, (x, mean, lo, hi) in bands.items():
+        ax.plot(x, mean, color=colors[label], label=label, lw=1.4)
+        ax.fill_between(x, lo, hi, color=colors[label], alpha=0.2, lw=0)
+    _switch_lines(ax, runs)
+    ax.set_title(title, fontsize=9)
+    _steps_axis(ax)
+    ax.grid(alpha=0.3)
+    return bool(bands)
+
+
+def _finish(fig, axes, title: str, path: Path) -> Path:
+    _legend(fig, axes)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def learning_curves(runs: list[RunResult], path: Path, title: str) -> Path | None:
     """Per task: training return (last-20-episode mean) and evaluation return against env steps,
     mean over seeds with a 95% bootstrap band, one line per label; dotted lines mark task switches."""
@@ -85,23 +106,11 @@ def learning_curves(runs: list[RunResult], path: Path, title: str) -> Path | Non
             ax = axes[row][j]
             bands = curve_bands({label: [getattr(r, attr).get(task, []) for r in runs if r.label == label]
                                  for label in labels})
-            for label, (x, mean, lo, hi) in bands.items():
-                ax.plot(x, mean, color=colors[label], label=label, lw=1.4)
-                ax.fill_between(x, lo, hi, color=colors[label], alpha=0.2, lw=0)
-                drew = True
-            _switch_lines(ax, runs)
-            ax.set_title(f"{task}: {what}", fontsize=9)
-            _steps_axis(ax)
-            ax.grid(alpha=0.3)
+            drew |= _band_panel(ax, bands, colors, runs, f"{task}: {what}")
     if not drew:
         plt.close(fig)
         return None
-    _legend(fig, axes)
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, axes, title, path)
 
 
 def probe_series(run: RunResult, tower: str, key: str) -> list[tuple[int, float]]:
@@ -137,16 +146,5 @@ def plasticity_curves(runs: list[RunResult], path: Path, title: str) -> Path | N
             ax = axes[row][j]
             bands = curve_bands({label: [probe_series(r, tower, key) for r in runs if r.label == label]
                                  for label in labels})
-            for label, (x, mean, lo, hi) in bands.items():
-                ax.plot(x, mean, color=colors[label], label=label, lw=1.4)
-                ax.fill_between(x, lo, hi, color=colors[label], alpha=0.2, lw=0)
-            _switch_lines(ax, runs)
-            ax.set_title(f"{tower}: {name}", fontsize=9)
-            _steps_axis(ax)
-            ax.grid(alpha=0.3)
-    _legend(fig, axes)
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+            _band_panel(ax, bands, colors, runs, f"{tower}: {name}")
+    return _finish(fig, axes, title, path)
