@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=1, help="relaunches of a failed run, from its checkpoint (default 1)")
     p.add_argument("--out", default="results/sweep", help="sweep folder (default: results/sweep)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field in every run")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local: subprocesses on this machine (default); ray: one Ray task per run "
+                        '(needs pip install -e ".[ray]")')
+    p.add_argument("--address", metavar="HOST:PORT", help="with --backend ray: the Ray cluster's head node "
+                   "(default: start a local Ray instance); every node must see --out at the same path")
     _tasks_dir_arg(p)
 
     p = sub.add_parser("compare", help="compare placements from results folders",
@@ -76,25 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
                                    "per suite: IQM with stratified-bootstrap CIs, probability of improvement over "
                                    "placement none, performance profiles (rliable), learning and plasticity curves, "
                                    "forgetting per switch, parameter counts. Writes report.md and PNG plots.")
-    p.add_argument("dirs", nargs="+", metavar="DIR", help="results folders (searched recursively for runs)")
-    p.add_argument("--out", help="report folder (default: <first DIR>/compare)")
+    _report_args(p, "compare")
     p.add_argument("--score", choices=["eval", "train"], default="eval",
                    help="eval: final evaluation return (default); train: mean of the last training episodes")
-    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
-    p.add_argument("--no-plots", action="store_true", help="tables only")
 
     p = sub.add_parser("scaling", help="returns against parameters and compute, intrinsic performance",
                        description="Read the results of a size sweep (e.g. `mtmoe sweep --experts 1,4,16 …`) and, per "
                                    "placement: final score against parameters (IQM, 95%% CIs), return against counted "
                                    "training FLOPs per size, intrinsic performance (Hilton et al. 2023) and its "
                                    "power-law fit. Writes scaling.md and PNG plots.")
-    p.add_argument("dirs", nargs="+", metavar="DIR", help="results folders (searched recursively for runs)")
-    p.add_argument("--out", help="report folder (default: <first DIR>/scaling)")
-    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples of the score CIs (default 2000)")
+    _report_args(p, "scaling")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the power-law fit (default 200)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-plots", action="store_true")
 
     p = sub.add_parser("nets", help="show the networks a run would build", description="`nets show --suite S "
                        "[--placement P …]`: the towers, their layers and parameter counts.")
@@ -104,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     _tasks_dir_arg(show)
     return parser
+
+
+def _report_args(p: argparse.ArgumentParser, name: str) -> None:
+    """What `compare` and `scaling` share: the results folders, the report folder, the bootstrap."""
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="results folders (searched recursively for runs)")
+    p.add_argument("--out", help=f"report folder (default: <first DIR>/{name})")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples of the score CIs (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--no-plots", action="store_true", help="tables only")
 
 
 def _net_args(p: argparse.ArgumentParser, suite_required: bool = True) -> None:
@@ -158,8 +164,16 @@ def _sweep(args) -> None:
                 positions=parse_list(args.positions, "--positions"), experts=parse_ints(args.experts, "--experts"),
                 expert_widths=parse_ints(args.expert_widths, "--expert-widths"), algo=args.algo, preset=args.preset,
                 steps=args.steps, budget=args.budget, device=args.device, sets=args.set)
-    counts = sweep(grid, load_registry(args.tasks_dir), Path(args.out), jobs=args.jobs, retries=args.retries,
-                   tasks_dirs=args.tasks_dir)
+    if args.address and args.backend != "ray":
+        raise MtmoeError("sweep: --address needs --backend ray")
+    if args.backend == "ray":
+        from mtmoe.sweep_ray import sweep_ray
+
+        counts = sweep_ray(grid, load_registry(args.tasks_dir), Path(args.out), jobs=args.jobs,
+                           retries=args.retries, tasks_dirs=args.tasks_dir, address=args.address)
+    else:
+        counts = sweep(grid, load_registry(args.tasks_dir), Path(args.out), jobs=args.jobs, retries=args.retries,
+                       tasks_dirs=args.tasks_dir)
     print(f"sweep {args.out}: {counts['done']} run(s) finished ({counts['resumed']} resumed), "
           f"{counts['skipped']} already complete, {counts['failed']} failed", file=sys.stderr)
     if counts["failed"]:

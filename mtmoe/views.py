@@ -155,7 +155,7 @@ def compare_tables(result: dict) -> None:
 
 def scaling_tables(result: dict) -> None:
     """The tables of `mtmoe scaling`, one pair per suite."""
-    from mtmoe.scaling.report import fit_rows, size_rows
+    from mtmoe.scaling.report import FIT_HEADER, fit_rows, size_rows
 
     for suite, entry in result.items():
         table = Table(title=f"{suite} · final score against size")
@@ -169,7 +169,7 @@ def scaling_tables(result: dict) -> None:
         rows = fit_rows(entry)
         if rows:
             table = Table(title=f"{suite} · intrinsic performance I^(-β) = (N_c/N)^α_N + (E_c/E)^α_E")
-            for col in ("placement", "α_N [95% CI]", "α_E [95% CI]", "β [95% CI]", "RMSE log I", "points"):
+            for col in FIT_HEADER:
                 table.add_column(col)
             for row in rows:
                 table.add_row(*row)

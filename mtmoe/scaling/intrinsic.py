@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import least_squares
 
+ALPHA_RANGE = (1e-3, 10.0)  # bounds of the fitted exponents α_N, α_E
+
 __all__ = ["first_crossing", "frontier", "intrinsic_performance", "fit_power_law", "predict"]
 
 
@@ -194,8 +196,9 @@ def fit_power_law(N, E, I, bootstrap: int = 200, seed: int = 0, groups=None) -> 
     if n < 5:
         raise ValueError(f"fit_power_law needs at least 5 usable points, got {n}")
     span = 30.0  # log-units of slack for N_c, E_c beyond the data
-    bounds = (np.array([lN.min() - span, lE.min() - span, np.log(1e-3), np.log(1e-3)]),
-              np.array([lN.max() + span, lE.max() + span, np.log(10.0), np.log(10.0)]))
+    a_lo, a_hi = np.log(ALPHA_RANGE[0]), np.log(ALPHA_RANGE[1])
+    bounds = (np.array([lN.min() - span, lE.min() - span, a_lo, a_lo]),
+              np.array([lN.max() + span, lE.max() + span, a_hi, a_hi]))
     mN, mE, mI = np.median(lN), np.median(lE), np.median(lI)
     starts = []
     for a, b in [(0.5, 0.5), (0.3, 0.8), (0.8, 0.3), (0.2, 0.2), (1.0, 1.0)]:

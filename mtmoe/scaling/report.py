@@ -24,7 +24,7 @@ import numpy as np
 from mtmoe.compare import _md_table
 from mtmoe.compare.load import RunResult, load_runs
 from mtmoe.compare.stats import aggregate_table, label_order, score_matrices
-from mtmoe.scaling.intrinsic import fit_power_law, intrinsic_performance
+from mtmoe.scaling.intrinsic import ALPHA_RANGE, fit_power_law, intrinsic_performance
 
 
 def family_of(r: RunResult) -> str:
@@ -164,14 +164,24 @@ def size_rows(entry: dict) -> list[list[str]]:
     return rows
 
 
+def identified(fit: dict) -> bool:
+    """False when an exponent ends at (within 1% of) a bound of the fit: the runs do not pin it down."""
+    lo, hi = ALPHA_RANGE
+    return all(lo * 1.01 < fit[k] < hi * 0.99 for k in ("alpha_N", "alpha_E"))
+
+
 def fit_rows(entry: dict) -> list[list[str]]:
     rows = []
     for fam, f in entry["families"].items():
         fit = (f["fit"] or {}).get("fit")
         if fit:
             rows.append([fam, _fit_ci(fit, "alpha_N"), _fit_ci(fit, "alpha_E"), _fit_ci(fit, "beta"),
-                         f"{fit['rmse_log']:.3f}", str(fit["n"])])
+                         f"{fit['rmse_log']:.3f}", str(fit["n"]),
+                         "yes" if identified(fit) else "no: an exponent sits at its bound"])
     return rows
+
+
+FIT_HEADER = ["placement", "α_N [95% CI]", "α_E [95% CI]", "β [95% CI]", "RMSE log I", "points", "identified"]
 
 
 def render(result: dict, paths, reps: int, seed: int) -> str:
@@ -191,7 +201,7 @@ def render(result: dict, paths, reps: int, seed: int) -> str:
                    "β = α_N·α_E/(α_N+α_E); N parameters, E env interactions; 95% CIs from a bootstrap over "
                    "seeds' curves. With few sizes and short runs the frontier is coarse: read the exponents "
                    "as a description of these runs, not as a law.", "",
-                   _md_table(["placement", "α_N [95% CI]", "α_E [95% CI]", "β [95% CI]", "RMSE log I", "points"], rows), ""]
+                   _md_table(FIT_HEADER, rows), ""]
         for kind, caption in (("score_vs_params", "Final score against parameters"),
                               ("return_vs_compute", "Return against compute per size"),
                               ("intrinsic", "Intrinsic performance and the fitted law")):
