@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from mtmoe.scaling.intrinsic import predict  # noqa: E402
 
@@ -78,6 +79,8 @@ def intrinsic_plot(entry: dict, path: Path, title: str) -> Path | None:
         f = fit["fit"]
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels run into each other
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("env interactions E")
         ax.set_ylabel("intrinsic performance I (FLOPs)")
         ax.set_title(f"{fam}: α_N={f['alpha_N']:.2g}, α_E={f['alpha_E']:.2g}", fontsize=9)
