@@ -196,15 +196,7 @@ def sweep(grid: Grid, registry: Registry, out: Path, jobs: int = 0, retries: int
     threads = max(1, (os.cpu_count() or 1) // jobs)
     out.mkdir(parents=True, exist_ok=True)
     _record(out, grid, len(configs))
-    queue = []
-    for cfg in configs:
-        if cfg.device == "auto" and not gpus:
-            cfg.device = "cpu"
-        cfg.threads = cfg.threads or threads
-        job = _Job(cfg, run_folder(out, cfg))
-        if state_of(job.run_dir) == "done":
-            job.state = "skipped"
-        queue.append(job)
+    queue = _queue(configs, out, threads, gpus, _Job)
     view = _View(queue, sys.stderr.isatty() if progress is None else progress)
     free = list(range(jobs))
     try:
@@ -234,6 +226,20 @@ def sweep(grid: Grid, registry: Registry, out: Path, jobs: int = 0, retries: int
     counts = {s: sum(j.state == s for j in queue) for s in ("done", "failed", "skipped")}
     counts["resumed"] = sum(j.resumed for j in queue)
     return counts
+
+
+def _queue(configs: list[RunConfig], out: Path, threads: int, gpus: int, job_type=_Job) -> list:
+    """One job per run config (both backends): CPU when no GPU, threads per run, finished runs skipped."""
+    queue = []
+    for cfg in configs:
+        if cfg.device == "auto" and not gpus:
+            cfg.device = "cpu"
+        cfg.threads = cfg.threads or threads
+        job = job_type(cfg, run_folder(out, cfg))
+        if state_of(job.run_dir) == "done":
+            job.state = "skipped"
+        queue.append(job)
+    return queue
 
 
 def _record(out: Path, grid: Grid, n: int) -> None:

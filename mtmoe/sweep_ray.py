@@ -35,7 +35,7 @@ from pathlib import Path
 
 from mtmoe.errors import MtmoeError
 from mtmoe.runner.config import RunConfig
-from mtmoe.sweep import Grid, _Job, _record, _View, prepare, run_folder, state_of
+from mtmoe.sweep import Grid, _Job, _queue, _record, _View, prepare, state_of
 from mtmoe.tasks.registry import Registry
 
 INSTALL_HINT = 'the Ray backend needs ray: pip install -e ".[ray]"'
@@ -171,14 +171,7 @@ def sweep_ray(grid: Grid, registry: Registry, out: Path, jobs: int = 0, retries:
     try:
         threads, gpus = _shape(ray, jobs)
         _record(out, grid, len(configs))
-        for cfg in configs:
-            if cfg.device == "auto" and not gpus:
-                cfg.device = "cpu"
-            cfg.threads = cfg.threads or threads
-            job = _RayJob(cfg, run_folder(out, cfg))
-            if state_of(job.run_dir) == "done":
-                job.state = "skipped"
-            queue.append(job)
+        queue = _queue(configs, out, threads, gpus, _RayJob)
         task = ray.remote(_attempt).options(num_cpus=threads, num_gpus=1 if gpus else 0, max_retries=retries,
                                             retry_exceptions=False)
         view = _View(queue, sys.stderr.isatty() if progress is None else progress)

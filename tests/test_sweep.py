@@ -14,6 +14,7 @@ import pytest
 from mtmoe.errors import MtmoeError
 from mtmoe.runner.run import run_name
 from mtmoe.sweep import Grid, parse_ints, state_of, sweep
+from sweep_checks import assert_resumed_once, summary_stamps
 from mtmoe.tasks import load_registry
 
 REGISTRY = load_registry()
@@ -73,16 +74,12 @@ def test_killed_sweep_resumes_and_skips_finished_runs(tmp_path):
     grid = Grid(suites=["minatar-single"], seeds=[0], placements=["none", "critic"], steps=8192, sets=TINY)
     counts = sweep(grid, REGISTRY, out, jobs=2, progress=False, poll=0.1)
     assert counts["done"] == 2 and counts["failed"] == 0 and counts["resumed"] == len(interrupted)
-    for d in run_dirs:
-        summary = json.loads((d / "summary.json").read_text())
-        assert summary["steps"] == 8192 and summary["resumed"] == (d in interrupted)
-        steps = [json.loads(line)["global_step"] for line in (d / "metrics.jsonl").read_text().splitlines()]
-        assert steps == sorted(set(steps))  # the resumed run logged no step twice
+    assert_resumed_once(run_dirs, interrupted, 8192)
 
-    stamps = {d: (d / "summary.json").stat().st_mtime_ns for d in run_dirs}
+    stamps = summary_stamps(run_dirs)
     again = sweep(grid, REGISTRY, out, jobs=2, progress=False, poll=0.1)
     assert again["skipped"] == 2 and again["done"] == 0
-    assert stamps == {d: (d / "summary.json").stat().st_mtime_ns for d in run_dirs}
+    assert summary_stamps(run_dirs) == stamps
     assert len(json.loads((out / "sweep.json").read_text())) == 3  # each invocation recorded
 
 

@@ -21,7 +21,8 @@ from mtmoe.sweep import Grid, state_of  # noqa: E402
 from mtmoe.sweep_ray import sweep_ray  # noqa: E402
 from mtmoe.tasks import load_registry  # noqa: E402
 
-from test_sweep import TINY  # noqa: E402  (tests/ is on sys.path: conftest.py)
+from sweep_checks import assert_resumed_once, summary_stamps  # noqa: E402  (tests/ is on sys.path: conftest.py)
+from test_sweep import TINY  # noqa: E402
 
 REGISTRY = load_registry()
 SUITE, PLACEMENTS = "minatar-single", ["none", "critic"]
@@ -113,16 +114,12 @@ def test_killed_ray_sweep_resumes_and_skips_finished_runs(tmp_path, ray_tmp):
 
     counts = sweep_ray(_grid(8192), REGISTRY, out, progress=False, poll=0.2)
     assert counts["done"] == 2 and counts["failed"] == 0 and counts["resumed"] == len(interrupted)
-    for d in run_dirs:
-        summary = json.loads((d / "summary.json").read_text())
-        assert summary["steps"] == 8192 and summary["resumed"] == (d in interrupted)
-        steps = [json.loads(line)["global_step"] for line in (d / "metrics.jsonl").read_text().splitlines()]
-        assert steps == sorted(set(steps))  # the resumed run logged no step twice
+    assert_resumed_once(run_dirs, interrupted, 8192)
 
-    stamps = {d: (d / "summary.json").stat().st_mtime_ns for d in run_dirs}
+    stamps = summary_stamps(run_dirs)
     again = sweep_ray(_grid(8192), REGISTRY, out, progress=False, poll=0.2)
     assert again == {"done": 0, "failed": 0, "skipped": 2, "resumed": 0}
-    assert stamps == {d: (d / "summary.json").stat().st_mtime_ns for d in run_dirs}
+    assert summary_stamps(run_dirs) == stamps
     assert len(json.loads((out / "sweep.json").read_text())) == 3  # each invocation recorded
     assert not ray.is_initialized()
 

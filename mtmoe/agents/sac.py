@@ -81,8 +81,8 @@ class SAC:
         self.actor, self.q1, self.q2 = actor, q1, q2
         self.q1_target, self.q2_target = copy.deepcopy(q1).requires_grad_(False), copy.deepcopy(q2).requires_grad_(False)
         self.q_opt = torch.optim.Adam(list(q1.parameters()) + list(q2.parameters()), lr=cfg.q_lr, eps=cfg.adam_eps,
-                                      foreach=True)
-        self.actor_opt = torch.optim.Adam(actor.parameters(), lr=cfg.policy_lr, eps=cfg.adam_eps, foreach=True)
+                                      fused=True)
+        self.actor_opt = torch.optim.Adam(actor.parameters(), lr=cfg.policy_lr, eps=cfg.adam_eps, fused=True)
         self._online = list(q1.parameters()) + list(q2.parameters())
         self._target = list(self.q1_target.parameters()) + list(self.q2_target.parameters())
         self._has_moe = {id(m): bool(getattr(m, "moe_layers", dict)()) for m in (actor, q1, q2)}
