@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="results root (default: results/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. ppo.learning_rate=1e-3 (repeatable)")
+    p.add_argument("--backend", choices=["mtmoe", "sample-factory"], default="mtmoe",
+                   help="mtmoe: mtmoe's own PPO/SAC loop (default); sample-factory: Sample Factory's APPO with the "
+                        "same tasks and networks (PPO suites, not continual ones; settings: --set sf.KEY=VALUE; needs "
+                        "pip install --no-deps -r requirements/sample-factory.txt)")
     _tasks_dir_arg(p)
 
     p = sub.add_parser("sweep", help="a grid of runs over placements, seeds, MoE kinds …",
@@ -137,6 +141,11 @@ def _run(args) -> None:
     from mtmoe.errors import MtmoeError
     from mtmoe.runner.config import RunConfig
 
+    if args.backend == "sample-factory":
+        from mtmoe.sf.run import run_cli
+
+        run_cli(args)
+        return
     reg = load_registry(args.tasks_dir)
     if args.resume:
         config = Path(args.resume) / "config.json"

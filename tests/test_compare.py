@@ -20,12 +20,13 @@ RNG = np.random.default_rng(0)
 SCORES = {p: RNG.uniform(0, 1, (5, 3)) + (0.3 if p == "critic" else 0.0) for p in ("none", "critic")}
 
 
-def write_run(root, suite, placement, seed, scores, reference=True, steps=1000, phases=None):
+def write_run(root, suite, placement, seed, scores, reference=True, steps=1000, phases=None, backend=None):
     """A results folder as `mtmoe run` writes it (the fields compare reads)."""
-    path = root / suite / f"ppo-{placement}-s{seed}"
+    path = root / suite / f"{backend or 'ppo'}-{placement}-s{seed}"
     path.mkdir(parents=True)
     net = {"placement": placement, "moe": "softmoe", "position": "penultimate", "num_experts": 4, "expert_width": 0}
-    (path / "config.json").write_text(json.dumps({"suite": suite, "algo": "ppo", "seed": seed, "net": net}))
+    config = {"suite": suite, "algo": "ppo", "seed": seed, "net": net, **({"backend": backend} if backend else {})}
+    (path / "config.json").write_text(json.dumps(config))
     norm = {t: {"low": 0.0, "high": 1.0, "source": "test reference" if reference else "none: normalized equals raw"}
             for t in TASKS}
     summary = {"suite": suite, "algo": "ppo", "placement": placement, "seed": seed, "steps": steps,
@@ -133,3 +134,11 @@ def test_cli_compare_prints_the_table_and_fails_cleanly(results, tmp_path, capsy
     assert main(["compare", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "Traceback" not in err
+
+
+def test_runs_of_two_backends_are_labelled_apart(tmp_path):
+    for backend in (None, "sample-factory"):
+        for placement in ("none", "critic"):
+            write_run(tmp_path, "suite-x", placement, 0, [0.5, 0.5, 0.5], backend=backend)
+    labels = sorted(r.label for r in load_runs([tmp_path], warn=pytest.fail))
+    assert labels == ["critic", "critic [sample-factory]", "none", "none [sample-factory]"]

@@ -32,6 +32,10 @@ class RunResult:
         return self.summary["suite"]
 
     @property
+    def backend(self) -> str:
+        return self.config.get("backend", "mtmoe")
+
+    @property
     def tasks(self) -> list[str]:
         return list(self.summary["final_return"])
 
@@ -151,7 +155,8 @@ def load_runs(paths: list[Path], warn) -> list[RunResult]:
 
 
 def assign_labels(runs: list[RunResult]) -> None:
-    """Label = placement, plus the axes (MoE kind, position, experts, width) that vary in the suite."""
+    """Label = placement, plus the axes (MoE kind, position, experts, width) that vary in the suite,
+    plus the training backend when runs of one suite come from more than one."""
     by_suite: dict[str, list[RunResult]] = {}
     for r in runs:
         by_suite.setdefault(r.suite, []).append(r)
@@ -166,3 +171,6 @@ def assign_labels(runs: list[RunResult]) -> None:
                 parts += [f"e{ax[a]}" if a == "experts" else f"w{ax[a]}" if a == "expert_width" else str(ax[a])
                           for a in varying if not dense_sized or a in ("experts", "expert_width")]
             r.label = "/".join(parts)
+        if len({r.backend for r in group}) > 1:  # never pool mtmoe's PPO with Sample Factory's APPO
+            for r in group:
+                r.label += f" [{r.backend}]" if r.backend != "mtmoe" else ""

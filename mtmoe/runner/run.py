@@ -63,9 +63,9 @@ def run_name(cfg: RunConfig) -> str:
     return f"{cfg.algo}-{n.placement}-{kind}-s{cfg.seed}"
 
 
-def new_run_dir(out: Path, cfg: RunConfig) -> Path:
-    """A fresh folder: results are never overwritten."""
-    base = out / cfg.suite / f"{run_name(cfg)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+def new_run_dir(out: Path, cfg: RunConfig, name: str | None = None) -> Path:
+    """A fresh folder `<out>/<suite>/<name>-<time>` (name: run_name): results are never overwritten."""
+    base = out / cfg.suite / f"{name or run_name(cfg)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     path, i = base, 1
     while path.exists():
         path, i = Path(f"{base}-{i}"), i + 1
