@@ -5,7 +5,8 @@
 
 Prints ms/update (median of --iters timed updates, best of --rounds interleaved rounds, after
 warm-up) and the ratio to the dense network (placement none) with the same torso and hidden
-sizes. CPU, torch.set_num_threads(2).
+sizes. CPU, torch.set_num_threads(2) (--threads). On a shared, loaded machine use
+--threads 1 --clock cpu: this process's CPU time, which other processes do not inflate.
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ def ppo_update(net, opt, obs, task, act, adv, ret):
 class Case:
     """One network + optimizer + fixed batch; ``time(iters)`` -> median ms of one update."""
 
-    def __init__(self, obs_space, act_space, cfg, batch, compile_=False):
+    def __init__(self, obs_space, act_space, cfg, batch, compile_=False, clock=time.perf_counter):
         torch.manual_seed(0)
+        self.clock = clock
         self.net = build_actor_critic(obs_space, act_space, cfg)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=3e-4)
         if obs_space.dtype == np.uint8:
@@ -77,9 +79,9 @@ class Case:
     def time(self, iters: int) -> float:
         times = []
         for _ in range(iters):
-            t0 = time.perf_counter()
+            t0 = self.clock()
             self.step(self.net, self.opt, *self.args)
-            times.append((time.perf_counter() - t0) * 1e3)
+            times.append((self.clock() - t0) * 1e3)
         return statistics.median(times)
 
 
@@ -98,8 +100,12 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--compile", action="store_true", help="torch.compile the update step")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall: elapsed time; cpu: this process's CPU time (steadier on a loaded machine, "
+                        "with --threads 1)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
 
     load0 = os.getloadavg()[0]
     cases: dict[tuple[str, str, str], Case] = {}
@@ -107,7 +113,7 @@ def main(argv=None):
         obs_space, act_space, toks = SETUPS[name]
         base = NetConfig(num_tasks=4, num_experts=args.experts, expert_width=args.expert_width,
                          hidden=(64, 64) if name == "minatar-preset" else None)
-        cases[(name, "none", "-")] = Case(obs_space, act_space, base, args.batch, args.compile)
+        cases[(name, "none", "-")] = Case(obs_space, act_space, base, args.batch, args.compile, clock)
         for label, extra in KINDS:
             if args.kinds and label not in args.kinds.split(","):
                 continue
@@ -115,7 +121,7 @@ def main(argv=None):
                 if args.tokenizers and tok not in args.tokenizers.split(","):
                     continue
                 cfg = base.replace(placement=args.placement, position=args.position, tokenizer=tok, **extra)
-                cases[(name, label, tok)] = Case(obs_space, act_space, cfg, args.batch, args.compile)
+                cases[(name, label, tok)] = Case(obs_space, act_space, cfg, args.batch, args.compile, clock)
     for case in cases.values():  # warm-up (and compilation)
         case.time(args.warmup)
     best = {key: float("inf") for key in cases}
@@ -125,8 +131,8 @@ def main(argv=None):
 
     print(f"load average {os.getloadavg()[0]:.2f} (before: {load0:.2f}); "
           f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, placement {args.placement}, "
-          f"position {args.position}, {args.experts} experts, expert width {args.expert_width or 'auto'}"
-          + (", compiled" if args.compile else ""))
+          f"position {args.position}, {args.experts} experts, expert width {args.expert_width or 'auto'}, "
+          f"{args.clock} clock" + (", compiled" if args.compile else ""))
     print(f"{'setup':8s} {'kind':8s} {'tokenizer':12s} {'params':>10s} {'ms/update':>10s} {'x dense':>8s}")
     for (name, label, tok), case in cases.items():
         ms, ms0 = best[(name, label, tok)], best[(name, "none", "-")]

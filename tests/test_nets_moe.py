@@ -7,6 +7,7 @@ from gymnasium import spaces
 
 from mtmoe.nets import (ExpertMLP, MoELayer, NetConfig, SoftMoE, TaskMoE, TopKMoE, build_actor_critic,
                         register_moe, register_torso)
+from mtmoe.nets.experts import _ChunkedMLP
 from mtmoe.nets.torsos import MLPTorso
 
 torch.set_num_threads(1)
@@ -262,3 +263,114 @@ def test_fullgraph_compile():
     out = torch.compile(net, fullgraph=True, backend="aot_eager")(x, task)
     assert torch.allclose(out[0], ref[0], atol=1e-5) and torch.allclose(out[1], ref[1], atol=1e-5)
     assert "critic.hidden0" in net.moe_telemetry()
+
+
+# ---------------------------------------------------------------- fast paths = plain formulas
+def _grads(fn, params, gy):
+    y = fn()
+    return [y] + list(torch.autograd.grad(y, params, gy))
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_chunked_experts_equal_the_plain_mlp(act, monkeypatch):
+    torch.manual_seed(0)
+    experts = ExpertMLP(3, 5, 7, 4, act)
+    x = torch.randn(3, 150, 5, requires_grad=True)
+    params, gy = [x, *experts.parameters()], torch.randn(3, 150, 4)
+    plain = _grads(lambda: experts(x)[0], params, gy)  # probes ask for the hidden layer: never chunked
+    monkeypatch.setattr(ExpertMLP, "chunk_above", 0)
+    monkeypatch.setattr(ExpertMLP, "chunk_elems", 1)  # chunks of 64 rows (the minimum): 64 + 64 + 22
+    out, hidden = experts(x, need_hidden=False)
+    assert hidden is None
+    chunked = _grads(lambda: experts(x, need_hidden=False)[0], params, gy)
+    for a, b in zip(chunked, plain):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("cf", [0.5, 1.0])
+def test_fused_topk_equals_the_general_path(k, cf, monkeypatch):
+    """Small layers run as one autograd node; large ones as gathers around the experts module."""
+    torch.manual_seed(0)
+    cfg = NetConfig(moe="topk", num_experts=4, top_k=k, capacity_factor=cf, load_balance_coef=0.5)
+    layer = TopKMoE(mlp_experts(5, 6, 5), 5, 8, cfg)
+    x = torch.randn(6, 8, 5).relu()
+    x[:2, :3] = 0.0  # zero tokens: ties in the router
+    x.requires_grad_()
+    params, gy = [x, *layer.parameters()], torch.randn(6, 8, 5)
+
+    def run():  # outputs and gradients of y . gy + aux loss, the aux loss, the telemetry
+        y = layer(x)
+        aux = layer.aux_loss()
+        grads = torch.autograd.grad((y * gy).sum() + aux, params)
+        return [y, aux, *grads, layer.telemetry["load"], layer.telemetry["lb_loss"]]
+
+    fused = run()
+    monkeypatch.setattr(ExpertMLP, "chunk_above", -1)  # too big for the fused node: the general path
+    general = run()
+    for a, b in zip(fused, general):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+    assert fused[3].abs().sum() > 0  # the router gets gradient
+
+
+def test_per_patch_tokenizer_equals_its_convolution():
+    from mtmoe.nets.tokenizers import PerPatch
+    torch.manual_seed(0)
+    for c, h, w, p, dim in [(3, 7, 9, 2, 5), (4, 9, 9, 3, 8), (16, 8, 8, 2, 16)]:
+        tok = PerPatch(c, h, w, p, dim, ortho=False)
+        x = torch.randn(4, c, h, w, requires_grad=True)
+        params, gy = [x, *tok.parameters()], torch.randn(4, (h // p) * (w // p), dim)
+        ours = _grads(lambda: tok(x), params, gy)
+        conv = _grads(lambda: tok.embed(x).flatten(2).transpose(1, 2), params, gy)
+        for a, b in zip(ours, conv):
+            assert torch.allclose(a, b, atol=1e-5)
+        assert ours[1].is_contiguous()  # the torso gets a contiguous gradient
+
+
+def _naive_topk(layer, x):
+    """Top-k MoE written plainly (every expert on every token, a Python loop for capacity), for
+    checking the fast paths' outputs and gradients: -> y (G, n, d_out), load-balancing loss."""
+    G, n, _ = x.shape
+    E, k, C, ex = layer.num_experts, layer.k, layer.capacity(n), layer.experts
+    act = torch.relu if ex.act == "relu" else torch.tanh
+    probs = torch.softmax(x @ layer.router.weight.t(), -1)  # (G, n, E)
+    gate, idx = probs.topk(k, -1)
+    keep = torch.zeros(G, n, k, dtype=x.dtype)
+    counts = torch.zeros(E, dtype=x.dtype)
+    for g in range(G):
+        used = [0] * E
+        for j in range(k):  # all 1st choices (in token order), then all 2nd choices
+            for t in range(n):
+                e = int(idx[g, t, j])
+                counts[e] += 1
+                keep[g, t, j] = float(used[e] < C)
+                used[e] += 1
+    every = torch.stack([act(x @ ex.w1[e] + ex.b1[e]) @ ex.w2[e] + ex.b2[e] for e in range(E)], 2)  # (G, n, E, o)
+    picked = every.gather(2, idx.unsqueeze(-1).expand(-1, -1, -1, every.shape[-1]))  # (G, n, k, o)
+    y = (picked * (gate * keep).unsqueeze(-1)).sum(2)
+    lb = layer.coef * E * (counts / (k * G * n) * probs.reshape(-1, E).mean(0)).sum()
+    return y, lb
+
+
+@pytest.mark.parametrize("path", ["fused", "gathers", "chunked"])
+@pytest.mark.parametrize("k,cf,act", [(1, 1.0, "relu"), (2, 0.5, "tanh"), (2, 1.0, "relu")])
+def test_topk_fast_paths_equal_a_plain_formulation_in_float64(path, k, cf, act, monkeypatch):
+    torch.manual_seed(1)
+    cfg = NetConfig(moe="topk", num_experts=4, top_k=k, capacity_factor=cf, load_balance_coef=0.5)
+    layer = TopKMoE(lambda e, scale=1: ExpertMLP(e, 5, 6, 5, act, ortho=False), 5, 64, cfg).double()
+    if path != "fused":  # too big for the fused node: gathers around the experts module
+        monkeypatch.setattr(ExpertMLP, "chunk_above", -1)
+    if path == "chunked":  # ... whose rows run in chunks of 64 (the least): 5 groups x capacity >= 16 rows
+        monkeypatch.setattr(ExpertMLP, "chunk_elems", 1)
+    x = torch.randn(5, 64, 5, dtype=torch.float64, requires_grad=True)
+    params, gy = [x, *layer.parameters()], torch.randn(5, 64, 5, dtype=torch.float64)
+    calls = []
+    monkeypatch.setattr(_ChunkedMLP, "apply", lambda *a, f=_ChunkedMLP.apply: calls.append(1) or f(*a))
+    y = layer(x)
+    assert bool(calls) == (path == "chunked")
+    ours = torch.autograd.grad((y * gy).sum() + layer.aux_loss(), params)
+    y_ref, lb_ref = _naive_topk(layer, x)
+    ref = torch.autograd.grad((y_ref * gy).sum() + lb_ref, params)
+    assert torch.allclose(y, y_ref, atol=1e-10)
+    for a, b in zip(ours, ref):
+        assert torch.allclose(a, b, atol=1e-9)

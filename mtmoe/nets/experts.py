@@ -2,7 +2,9 @@
 
 Contract (what every MoE kind calls): ``experts(x)`` with x of shape (E, N, d_in) returns
 ``(out (E, N, d_out), hidden (E, N, h))``; ``hidden`` is the experts' last hidden activation
-(for plasticity probes). ``num_experts`` and ``out_dim`` are attributes.
+(for plasticity probes). ``experts(x, need_hidden=False)`` may return ``(out, None)``: the
+built-in kinds pass it outside probes, which lets ExpertMLP run large inputs in row chunks whose
+hidden activations stay in cache (see ``_ChunkedMLP``). ``num_experts`` and ``out_dim`` are attributes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,56 @@ from torch import nn
 
 from .layers import HIDDEN_GAIN, init_stacked_
 
+_ACT_BACKWARD = {  # (grad, activation output) -> grad of the pre-activation, written into grad
+    "relu": lambda g, h: torch.ops.aten.threshold_backward.grad_input(g, h, 0, grad_input=g),
+    "tanh": lambda g, h: torch.ops.aten.tanh_backward.grad_input(g, h, grad_input=g),
+}
+
+
+class _ChunkedMLP(torch.autograd.Function):
+    """E two-layer MLPs on (E, N, d_in) in chunks of rows, recomputing the hidden layer in backward.
+
+    Same values as ``act(x @ w1 + b1) @ w2 + b2`` (rows are independent), but the (E, N, width)
+    hidden activations are never materialized: each chunk's stay in cache, where the unchunked
+    version streams several (E, N, width) tensors through memory in forward and backward (on CPU
+    the cost of large-token MoE layers, e.g. per-conv tokens). The first layer's bias rides in
+    the matmul as an extra input column of ones (a (d_in + 1)-deep matmul costs what a d_in-deep
+    one does; a broadcast bias add is a pass over the hidden activations). Backward recomputes
+    the first layer.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2, act: str, chunk: int):
+        act_ = {"relu": torch.relu_, "tanh": torch.tanh_}[act]
+        E, N, _ = x.shape
+        xa = torch.cat([x, x.new_ones(E, N, 1)], 2)  # (E, N, d_in + 1)
+        wa = torch.cat([w1, b1], 1)  # (E, d_in + 1, width)
+        outs = [torch.baddbmm(b2, act_(torch.bmm(xa[:, s:s + chunk], wa)), w2) for s in range(0, N, chunk)]
+        ctx.save_for_backward(xa, wa, w2)
+        ctx.act, ctx.chunk = act, chunk
+        return torch.cat(outs, 1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        xa, wa, w2 = ctx.saved_tensors
+        act_ = {"relu": torch.relu_, "tanh": torch.tanh_}[ctx.act]
+        act_backward, chunk = _ACT_BACKWARD[ctx.act], ctx.chunk
+        need_x = ctx.needs_input_grad[0]
+        gwa, gw2 = torch.zeros_like(wa), torch.zeros_like(w2)
+        w1t, w2t = wa[:, :-1].transpose(1, 2), w2.transpose(1, 2)
+        gx = []
+        for s in range(0, xa.shape[1], chunk):
+            xc, gc = xa[:, s:s + chunk], grad_out[:, s:s + chunk]
+            h = act_(torch.bmm(xc, wa))  # recomputed; (E, chunk, width) stays in cache
+            gw2.baddbmm_(h.transpose(1, 2), gc)
+            gh = act_backward(torch.bmm(gc, w2t), h)
+            gwa.baddbmm_(xc.transpose(1, 2), gh)
+            if need_x:
+                gx.append(torch.bmm(gh, w1t))
+        gb2 = grad_out.sum(1, keepdim=True)
+        return torch.cat(gx, 1) if need_x else None, gwa[:, :-1], gwa[:, -1:], gw2, gb2, None, None
+
 
 class ExpertMLP(nn.Module):
     """E two-layer MLPs d_in -> width -> d_out as stacked (E, d_in, d_out) weights (torch.baddbmm)."""
@@ -22,6 +74,11 @@ class ExpertMLP(nn.Module):
     # Task routing: gather each sample's expert weights when m*(E-1) exceeds this (see forward_indexed);
     # measured on CPU: gathering wins for per-conv tokens (m=64), running all experts for m <= 16.
     gather_threshold: float = 48.0
+    # Without need_hidden, run in row chunks when the hidden activations (E, N, width) exceed
+    # chunk_above elements, in chunks of about chunk_elems elements (both measured on CPU: a
+    # chunk's activations fit in L2; small inputs are faster in one piece).
+    chunk_above: int = 2 ** 19
+    chunk_elems: int = 2 ** 17
 
     def __init__(self, num_experts: int, d_in: int, width: int, d_out: int, act: str = "relu",
                  ortho: bool = True, out_gain: float = 1.0):
@@ -37,9 +94,15 @@ class ExpertMLP(nn.Module):
             with torch.no_grad():
                 self.b1.uniform_(-d_in ** -0.5, d_in ** -0.5)
                 self.b2.uniform_(-width ** -0.5, width ** -0.5)
+        self.act = act
         self.act_ = {"relu": torch.relu_, "tanh": torch.tanh_}[act]  # in place: saves a (E, N, width) copy
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, need_hidden: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        E, N, _ = x.shape
+        if not need_hidden and E * N * self.width > self.chunk_above:
+            chunk = max(64, self.chunk_elems // (E * self.width))
+            if N > chunk:
+                return _ChunkedMLP.apply(x, self.w1, self.b1, self.w2, self.b2, self.act, chunk), None
         h = self.act_(torch.baddbmm(self.b1, x, self.w1))  # (E, N, width)
         return torch.baddbmm(self.b2, h, self.w2), h  # (E, N, d_out)
 
@@ -89,7 +152,7 @@ class ExpertTower(nn.Module):
         })
         object.__setattr__(self, "_template", copy.deepcopy(towers[0]).to("meta"))  # not a submodule
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, need_hidden: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         params = {n: self.params[n.replace(".", "__")] for n in self._names}
 
         def one(p, xe):

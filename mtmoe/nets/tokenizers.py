@@ -14,12 +14,31 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import NetConfig
 from .layers import init_layer
 from .registry import get_tokenizer, register_tokenizer
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the gradient contiguous.
+
+    A tokenizer that transposes a feature map would hand the torso a transposed gradient, and
+    the torso's elementwise backward kernels (its activation's) run several times slower on that
+    than on a contiguous one (CPU, a (256, 16, 8, 8) map: ReLU backward ~0.9 ms instead of
+    ~0.1 ms; the copy costs ~0.05 ms).
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous()
 
 
 class Tokenizer(nn.Module):
@@ -57,7 +76,7 @@ class PerConv(Tokenizer):
         self.num_tokens, self.token_dim = h * w, c
 
     def forward(self, x):  # (B, C, h, w) -> (B, h*w, C)
-        return x.flatten(2).transpose(1, 2)
+        return _ContiguousGrad.apply(x).flatten(2).transpose(1, 2)
 
 
 class PerFeature(Tokenizer):
@@ -93,7 +112,17 @@ class PerPatch(Tokenizer):
         self.num_tokens, self.token_dim = (h // patch) * (w // patch), dim
 
     def forward(self, x):  # (B, C, h, w) -> (B, h'*w', dim)
-        return self.embed(x).flatten(2).transpose(1, 2)
+        # The conv (kernel = stride = patch) as patchify + one matmul, same values: on CPU its
+        # forward + backward takes half the time of the convolution's (whose input gradient is
+        # slow on small maps). Patchify = two copies with long contiguous runs (channels last,
+        # then patch rows side by side); the weight is permuted to match.
+        B, c, h, w = x.shape
+        p = self.embed.kernel_size[0]
+        hp, wp = h // p, w // p
+        x = _ContiguousGrad.apply(x)[:, :, : hp * p, : wp * p].permute(0, 2, 3, 1).contiguous()  # (B, h, w, c)
+        x = x.view(B, hp, p, wp, p * c).transpose(2, 3).reshape(B * hp * wp, p * p * c)  # (u, v, c) per patch
+        weight = self.embed.weight.permute(0, 2, 3, 1).reshape(self.token_dim, p * p * c)
+        return torch.addmm(self.embed.bias, x, weight.t()).view(B, hp * wp, -1)
 
     def describe(self) -> str:
         k = self.embed.kernel_size[0]

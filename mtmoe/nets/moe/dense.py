@@ -23,9 +23,10 @@ class DenseMoE(MoELayer):
 
     def forward(self, x: torch.Tensor, task_id: torch.Tensor | None = None) -> torch.Tensor:
         B, m, d = x.shape
-        y, hidden = self.experts(x.reshape(1, B * m, d))
+        y, hidden = self.experts(x.reshape(1, B * m, d), need_hidden=self.capture)
         self.record(task_id, shape=(B, m), device=x.device)
-        self.keep_hidden(hidden, torch.zeros(B * m, dtype=torch.long, device=x.device))
+        if self.capture:
+            self.keep_hidden(hidden, torch.zeros(B * m, dtype=torch.long, device=x.device))
         return y.view(B, m, -1)
 
     def routing_summary(self, shape, device):

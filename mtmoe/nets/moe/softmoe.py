@@ -37,13 +37,23 @@ class SoftMoE(MoELayer):
         self.experts = make_experts(self.num_experts)
 
     def routing(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """tokens (B, m, d) -> logits, dispatch (softmax over tokens), combine (softmax over slots)."""
+        """tokens (B, m, d) -> logits, dispatch (softmax over tokens), combine (softmax over slots).
+
+        All (B, m, n*p); dispatch or combine may be a transposed view. Each softmax runs where the
+        CPU kernel is fast: over the last dim of a contiguous tensor when that dim has >= 16
+        entries (whole AVX-512 vectors), else over the middle dim (vectorised along the last);
+        over a last dim of 4-12 entries it is 3-5x slower. Same values either way.
+        """
         phi = self.phi
         if self.normalize:
             x = F.normalize(x, dim=-1)
             phi = self.scale * F.normalize(phi, dim=0)
         logits = x @ phi  # L = X Phi: (B, m, n*p)
-        return logits, logits.softmax(dim=1), logits.softmax(dim=2)
+        m, S = logits.shape[1:]
+        logits_t = logits.transpose(1, 2).contiguous() if m >= 16 or S < 16 else None  # (B, n*p, m)
+        dispatch = logits_t.softmax(2).transpose(1, 2) if m >= 16 else logits.softmax(1)
+        combine = logits.softmax(2) if S >= 16 else logits_t.softmax(1).transpose(1, 2)
+        return logits, dispatch, combine
 
     def forward(self, x: torch.Tensor, task_id: torch.Tensor | None = None) -> torch.Tensor:
         B, m, d = x.shape
@@ -51,17 +61,18 @@ class SoftMoE(MoELayer):
         _, dispatch, combine = self.routing(x)
         slots_in = dispatch.transpose(1, 2) @ x  # X~ = D^T X: (B, n*p, d)
         expert_in = slots_in.view(B, E, p, d).transpose(0, 1).reshape(E, B * p, d)
-        expert_out, hidden = self.experts(expert_in)  # every expert on its own p slots, batched
+        expert_out, hidden = self.experts(expert_in, need_hidden=self.capture)  # each expert on its p slots, batched
         slots_out = expert_out.view(E, B, p, -1).transpose(0, 1).reshape(B, E * p, -1)
         y = combine @ slots_out  # Y = C Y~: (B, m, d_out)
 
         self.record(task_id, combine=combine)
-        self.keep_hidden(hidden, torch.arange(E, device=x.device).repeat_interleave(B * p))
+        if self.capture:
+            self.keep_hidden(hidden, torch.arange(E, device=x.device).repeat_interleave(B * p))
         return y
 
     def routing_summary(self, combine):
         B, m, _ = combine.shape
-        gate = combine.view(B, m, self.num_experts, self.slots).sum(-1)  # each token's weight on each expert
+        gate = combine.reshape(B, m, self.num_experts, self.slots).sum(-1)  # each token's weight on each expert
         return gate, gate, gate.new_zeros(B, m), {}
 
     def describe(self) -> str:
