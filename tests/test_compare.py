@@ -12,7 +12,7 @@ from rliable import metrics as rly_metrics
 from mtmoe.cli import main
 from mtmoe.compare import compare
 from mtmoe.compare.load import load_runs
-from mtmoe.compare.stats import nonstationarity_table, score_matrices
+from mtmoe.compare.stats import aggregate_table, nonstationarity_table, score_matrices
 
 TASKS = ["task-a", "task-b", "task-c"]
 RNG = np.random.default_rng(0)
@@ -140,5 +140,11 @@ def test_runs_of_two_backends_are_labelled_apart(tmp_path):
     for backend in (None, "sample-factory"):
         for placement in ("none", "critic"):
             write_run(tmp_path, "suite-x", placement, 0, [0.5, 0.5, 0.5], backend=backend)
-    labels = sorted(r.label for r in load_runs([tmp_path], warn=pytest.fail))
-    assert labels == ["critic", "critic [sample-factory]", "none", "none [sample-factory]"]
+    runs = load_runs([tmp_path], warn=pytest.fail)
+    assert sorted(r.label for r in runs) == ["critic", "critic [sample-factory]", "none", "none [sample-factory]"]
+    mats, _, _ = score_matrices(runs, "eval", pytest.fail)
+    assert list(mats) == ["none", "critic", "none [sample-factory]", "critic [sample-factory]"]
+    table = aggregate_table(mats, reps=50)
+    # each backend's critic is measured against that backend's none (equal scores: P = 0.5)
+    assert table["critic"]["p_improve"][0] == table["critic [sample-factory]"]["p_improve"][0] == 0.5
+    assert table["none"]["p_improve"] is None and table["none [sample-factory]"]["p_improve"] is None

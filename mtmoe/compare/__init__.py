@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mtmoe.compare.load import RunResult, load_runs
-from mtmoe.compare.stats import (BASELINE, aggregate_table, label_order, nonstationarity_table,
+from mtmoe.compare.stats import (aggregate_table, label_order, nonstationarity_table,
                                  performance_profiles, score_matrices)
 
 
@@ -112,7 +112,7 @@ def main_rows(entry: dict) -> list[list[str]]:
         params = entry["params"].get(label, {})
         towers = " · ".join(f"{k} {_k(v)}" for k, v in params.items() if k != "total")
         rows.append([label, str(st["runs"]), _ci(st["iqm"]), _ci(st["mean"]), _ci(st["median"]),
-                     _ci(st["p_improve"]) if label != BASELINE else "-", towers,
+                     _ci(st["p_improve"]) if st["p_improve"] is not None else "-", towers,
                      f"{entry['steps'][label][1]:,.0f}"])
     return rows
 
@@ -149,7 +149,7 @@ def render_report(result: dict, paths: list[Path], score: str, reps: int, seed: 
             md += [f"Second view, score = {what_o}:", "",
                    _md_table(["label", "runs", "IQM [95% CI]", "mean [95% CI]", "P(> none) [95% CI]"],
                              [[k, str(v["runs"]), _ci(v["iqm"]), _ci(v["mean"]),
-                               _ci(v["p_improve"]) if k != BASELINE else "-"] for k, v in o["table"].items()]), "",
+                               _ci(v["p_improve"]) if v["p_improve"] is not None else "-"] for k, v in o["table"].items()]), "",
                    "Normalization: " + "; ".join(f"{t}: {h}" for t, h in o["normalization"].items()) + ".", ""]
         md += ["Raw final scores per task (mean ± std over runs):", "",
                _md_table(["label", *e["tasks"]],

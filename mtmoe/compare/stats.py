@@ -19,9 +19,20 @@ from mtmoe.metrics.aggregate import interval_estimates, probability_of_improveme
 BASELINE = "none"
 
 
+def _backend_suffix(label: str) -> str:
+    """' [sample-factory]' for a label of another backend's runs (see load.assign_labels), else ''."""
+    i = label.find(" [")
+    return label[i:] if i >= 0 else ""
+
+
+def baseline_of(label: str) -> str:
+    """The label a label's P(improvement) is measured against: placement none of the same backend."""
+    return BASELINE + _backend_suffix(label)
+
+
 def label_order(labels) -> list[str]:
     rank = {"none": 0, "actor": 1, "critic": 2, "both": 3}
-    return sorted(set(labels), key=lambda s: (rank.get(s.split("/")[0], 9), s))
+    return sorted(set(labels), key=lambda s: (_backend_suffix(s), rank.get(s.split("/")[0].split(" [")[0], 9), s))
 
 
 def score_matrices(runs: list[RunResult], kind: str, warn) -> tuple[dict[str, np.ndarray], list[str], dict]:
@@ -48,14 +59,13 @@ def score_matrices(runs: list[RunResult], kind: str, warn) -> tuple[dict[str, np
 
 
 def aggregate_table(mats: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) -> dict[str, dict]:
-    """{label: {iqm, mean, median: (point, low, high), p_improve: (P(label > none), low, high) | None, runs}}."""
+    """{label: {iqm, mean, median: (point, low, high), p_improve: (P(label > none of its backend), low, high) | None, runs}}."""
     est = interval_estimates(mats, ("iqm", "mean", "median"), reps=reps, seed=seed)
     poi = {}
-    if BASELINE in mats:
-        pairs = [(k, BASELINE) for k in mats if k != BASELINE]
-        if pairs:
-            poi = probability_of_improvement(mats, pairs, reps=reps, seed=seed)
-    return {k: {**est[k], "p_improve": poi.get((k, BASELINE)), "runs": int(mats[k].shape[0])} for k in mats}
+    pairs = [(k, baseline_of(k)) for k in mats if k != baseline_of(k) and baseline_of(k) in mats]
+    if pairs:
+        poi = probability_of_improvement(mats, pairs, reps=reps, seed=seed)
+    return {k: {**est[k], "p_improve": poi.get((k, baseline_of(k))), "runs": int(mats[k].shape[0])} for k in mats}
 
 
 def performance_profiles(mats: dict[str, np.ndarray], reps: int = 2000, seed: int = 0):

@@ -99,7 +99,8 @@ class ExpertMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, need_hidden: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         E, N, _ = x.shape
-        if not need_hidden and E * N * self.width > self.chunk_above:
+        # chunks are sized for a CPU cache; on a GPU they would only add kernel launches
+        if not need_hidden and x.device.type == "cpu" and E * N * self.width > self.chunk_above:
             chunk = max(64, self.chunk_elems // (E * self.width))
             if N > chunk:
                 return _ChunkedMLP.apply(x, self.w1, self.b1, self.w2, self.b2, self.act, chunk), None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import signal
@@ -85,7 +86,9 @@ def plan(cfg: RunConfig, opts: SFOptions, num_tasks: int) -> dict:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count() or 1
-    workers = opts.num_workers or cores
+    # by default one worker per core, but no more than it takes to hold every task once in each
+    # SF env: more workers would silently grow the training batch (slots x num_steps)
+    workers = opts.num_workers or max(1, min(cores, math.ceil(cfg.num_envs / (opts.envs_per_worker * num_tasks))))
     per_task = plan_slots(cfg.num_envs, num_tasks, workers, opts.envs_per_worker)
     return {**dataclasses.asdict(opts), "num_workers": workers, "slots_per_task": per_task,
             "num_envs": workers * opts.envs_per_worker * per_task * num_tasks,
@@ -166,6 +169,7 @@ def _launch(run_dir: Path, cfg: RunConfig, tasks: list[str], timeout_s: int, sho
     _progress(run_dir, bar, seen)
     bar.close()
     if proc.returncode != 0:
+        _kill(proc)  # its workers may outlive it (e.g. when it was OOM-killed)
         tail = "".join((run_dir / "log.txt").read_text(errors="replace").splitlines(keepends=True)[-15:])
         print(tail, file=sys.stderr)
         raise MtmoeError(f"Sample Factory exited with status {proc.returncode}: see {run_dir / 'log.txt'}")
@@ -270,40 +274,44 @@ def _finish(run_dir: Path, cfg: RunConfig, registry: Registry, device: torch.dev
     res = json.loads((run_dir / RESULT).read_text())
     suite = registry.suite(cfg.suite)
     env = make_mixture(cfg.suite, registry, num_envs=len(suite.tasks))  # one slot per task: spaces, eval, probe
-    net, trained = load_trained_net(run_dir, cfg, env, device)
-    # the learner may finish a batch after the runner's last count: the model saw `trained` steps
-    step, t0, nets = max(res["steps"], trained), time.time(), {"actor_critic": net}
-    sps = round(step / max(res["train_time_s"], 1e-9), 1)
-    evaluation = last_probe = None
-    with open(run_dir / "metrics.jsonl", "a") as metrics:
-        if cfg.eval_every >= 0 and not res["stopped"]:
-            evaluator = Evaluator(env, cfg.eval_episodes, cfg.seed + 10_000)
-            evaluation = evaluator.run(_Policy(net, device), step)
-            evaluator.close()
-            metrics.write(json.dumps({"global_step": step, "eval": evaluation}) + "\n")
-        if cfg.probe_every >= 0:
-            obs, task = collect_probe_batch(env, cfg.probe_per_task, cfg.seed)
-            action_dim = 0 if hasattr(env.single_action_space, "n") else env.single_action_space.shape[0]
-            last_probe = probe(nets, torch.from_numpy(obs).to(device), torch.from_numpy(task).to(device),
-                               env.task_names, action_dim)
-            metrics.write(json.dumps({"global_step": step, "probe": last_probe}) + "\n")
-    measuring = time.time() - t0
-    flops = count_run_flops(cfg, env, nets, device)
-    summary = {
-        "suite": cfg.suite, "algo": "appo", "backend": BACKEND, "placement": cfg.net.placement,
-        "position": cfg.net.position, "moe": cfg.net.moe, "seed": cfg.seed, "steps": step,
-        "wall_time_s": round(wall + measuring, 1), "eval_and_probe_time_s": round(measuring, 1),
-        "steps_per_s": sps, "device": str(device),
-        "first_return": res["first_return"], "final_return": res["final_return"],
-        "final_normalized": res["final_normalized"], "episodes": res["episodes"],
-        "param_counts": {name: n.param_counts() for name, n in nets.items()},
-        "flops": {**flops, "total": flops["per_env_step"] * step} if flops else None,
-        "normalization": {t.id: {"low": t.normalization.low, "high": t.normalization.high,
-                                 "source": t.normalization.source} for t in env.tasks},
-        "stopped": res["stopped"], "resumed": False, "final_probe": last_probe, "eval": evaluation,
-        "nonstationarity": None,
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    env.close()
+    try:
+        net, trained = load_trained_net(run_dir, cfg, env, device)
+        # the learner may finish a batch after the runner's last count: the model saw `trained` steps
+        step, t0, nets = max(res["steps"], trained), time.time(), {"actor_critic": net}
+        sps = round(step / max(res["train_time_s"], 1e-9), 1)
+        evaluation = last_probe = None
+        with open(run_dir / "metrics.jsonl", "a") as metrics:
+            if cfg.eval_every >= 0 and not res["stopped"]:
+                evaluator = Evaluator(env, cfg.eval_episodes, cfg.seed + 10_000)
+                try:
+                    evaluation = evaluator.run(_Policy(net, device), step)
+                finally:
+                    evaluator.close()
+                metrics.write(json.dumps({"global_step": step, "eval": evaluation}) + "\n")
+            if cfg.probe_every >= 0:
+                obs, task = collect_probe_batch(env, cfg.probe_per_task, cfg.seed)
+                action_dim = 0 if hasattr(env.single_action_space, "n") else env.single_action_space.shape[0]
+                last_probe = probe(nets, torch.from_numpy(obs).to(device), torch.from_numpy(task).to(device),
+                                   env.task_names, action_dim)
+                metrics.write(json.dumps({"global_step": step, "probe": last_probe}) + "\n")
+        measuring = time.time() - t0
+        flops = count_run_flops(cfg, env, nets, device)
+        summary = {
+            "suite": cfg.suite, "algo": "appo", "backend": BACKEND, "placement": cfg.net.placement,
+            "position": cfg.net.position, "moe": cfg.net.moe, "seed": cfg.seed, "steps": step,
+            "wall_time_s": round(wall + measuring, 1), "eval_and_probe_time_s": round(measuring, 1),
+            "steps_per_s": sps, "device": str(device),
+            "first_return": res["first_return"], "final_return": res["final_return"],
+            "final_normalized": res["final_normalized"], "episodes": res["episodes"],
+            "param_counts": {name: n.param_counts() for name, n in nets.items()},
+            "flops": {**flops, "total": flops["per_env_step"] * step} if flops else None,
+            "normalization": {t.id: {"low": t.normalization.low, "high": t.normalization.high,
+                                     "source": t.normalization.source} for t in env.tasks},
+            "stopped": res["stopped"], "resumed": False, "final_probe": last_probe, "eval": evaluation,
+            "nonstationarity": None,
+        }
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    finally:
+        env.close()
     if res["stopped"]:
         raise MtmoeError(f"the run stopped: {res['stopped']} (non-finite loss); what it logged is in {run_dir}")
