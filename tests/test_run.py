@@ -138,3 +138,15 @@ def test_resume_without_saved_envs_continues_at_the_right_phase(tmp_path):
     assert steps == sorted(steps) and len(set(steps)) == len(steps)  # no line written twice
     switches = [s["to"] for x in lines for s in x["switches"]]
     assert switches == list(REGISTRY.suite("mujoco-continual").order[1:])  # every switch exactly once
+
+
+@pytest.mark.parametrize("per_phase", [False, True])
+def test_learning_rate_decays_over_the_run_or_within_each_phase(tmp_path, per_phase):
+    """minatar-continual, 3 phases of 2 PPO iterations each (6 slots x 16 steps = 96 per iteration)."""
+    cfg, _ = compose(REGISTRY, "minatar-continual", algo="ppo", steps=96 * 6,
+                     sets=TINY["ppo"] + ["switch_every=192", "ppo.learning_rate=0.01",
+                                         f"ppo.anneal_per_phase={str(per_phase).lower()}"])
+    run_dir = train(cfg, REGISTRY, tmp_path, progress=False)
+    lrs = [x["learning_rate"] for x in _training_lines(run_dir) if "learning_rate" in x]
+    expected = [0.01, 0.005] * 3 if per_phase else [0.01 * (1 - i / 6) for i in range(6)]
+    assert lrs == pytest.approx(expected)

@@ -32,6 +32,9 @@ class PPOConfig:
     """Adam learning rate."""
     anneal_lr: bool = True
     """Linearly decay the learning rate to 0 over the run."""
+    anneal_per_phase: bool = False
+    """With anneal_lr in a continual suite: decay to 0 within each phase, restarting at each task
+    switch (otherwise the last phases train at an almost annealed rate)."""
     gamma: float = 0.99
     """Discount factor."""
     gae_lambda: float = 0.95
@@ -278,6 +281,17 @@ class PPO:
         return dict(zip(["policy_loss", "value_loss", "entropy", "aux_loss", "approx_kl", "clipfrac"], s),
                     explained_variance=explained, learning_rate=self.optimizer.param_groups[0]["lr"])
 
+    def _lr_left(self, it: int, num_iters: int, per_iter: int) -> float:
+        """Share of the learning rate left at iteration `it`: linear decay over the run, or over
+        the current phase of a continual suite with anneal_per_phase."""
+        phases = getattr(self.env, "schedule", None)
+        if not (self.cfg.anneal_per_phase and phases):
+            return 1.0 - it / num_iters
+        step = it * per_iter
+        phase = next(p for p in reversed(phases) if p.start <= step)
+        end = num_iters * per_iter if phase.end is None else phase.end
+        return max(0.0, 1.0 - (step - phase.start) / max(end - phase.start, 1))
+
     def iterate(self, total_steps: int) -> Iterator[dict]:
         """Rollout + update until `total_steps` env steps; yields per-iteration stats."""
         if self.next_obs is None:
@@ -287,7 +301,7 @@ class PPO:
         while self.global_step < num_iters * per_iter:
             it = self.global_step // per_iter
             if self.cfg.anneal_lr:
-                self.optimizer.param_groups[0]["lr"] = self.cfg.learning_rate * (1.0 - it / num_iters)
+                self.optimizer.param_groups[0]["lr"] = self.cfg.learning_rate * self._lr_left(it, num_iters, per_iter)
             data = self.rollout()
             adv, ret = self.advantages()
             self._last_advantages, self._last_returns = adv, ret  # for task_gradient_cosines()
