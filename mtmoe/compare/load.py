@@ -174,3 +174,9 @@ def assign_labels(runs: list[RunResult]) -> None:
         if len({r.backend for r in group}) > 1:  # never pool mtmoe's PPO with Sample Factory's APPO
             for r in group:
                 r.label += f" [{r.backend}]" if r.backend != "mtmoe" else ""
+
+
+def backend_suffix(label: str) -> str:
+    """' [sample-factory]' for a label of another backend's runs (see assign_labels), else ''."""
+    i = label.find(" [")
+    return label[i:] if i >= 0 else ""

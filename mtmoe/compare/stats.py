@@ -13,26 +13,24 @@ from collections import defaultdict
 
 import numpy as np
 
-from mtmoe.compare.load import RunResult
+from mtmoe.compare.load import RunResult, backend_suffix
 from mtmoe.metrics.aggregate import interval_estimates, probability_of_improvement
 
 BASELINE = "none"
 
 
-def _backend_suffix(label: str) -> str:
-    """' [sample-factory]' for a label of another backend's runs (see load.assign_labels), else ''."""
-    i = label.find(" [")
-    return label[i:] if i >= 0 else ""
-
-
 def baseline_of(label: str) -> str:
     """The label a label's P(improvement) is measured against: placement none of the same backend."""
-    return BASELINE + _backend_suffix(label)
+    return BASELINE + backend_suffix(label)
 
 
 def label_order(labels) -> list[str]:
     rank = {"none": 0, "actor": 1, "critic": 2, "both": 3}
-    return sorted(set(labels), key=lambda s: (_backend_suffix(s), rank.get(s.split("/")[0].split(" [")[0], 9), s))
+    def key(label: str):  # mtmoe's labels first, then each other backend's; placements in order
+        suffix = backend_suffix(label)
+        return suffix, rank.get(label.split("/")[0].removesuffix(suffix), 9), label
+
+    return sorted(set(labels), key=key)
 
 
 def score_matrices(runs: list[RunResult], kind: str, warn) -> tuple[dict[str, np.ndarray], list[str], dict]:

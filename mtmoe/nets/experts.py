@@ -17,6 +17,7 @@ from torch import nn
 
 from .layers import HIDDEN_GAIN, init_stacked_
 
+_ACT_INPLACE = {"relu": torch.relu_, "tanh": torch.tanh_}  # in place: saves an (E, N, width) copy
 _ACT_BACKWARD = {  # (grad, activation output) -> grad of the pre-activation, written into grad
     "relu": lambda g, h: torch.ops.aten.threshold_backward.grad_input(g, h, 0, grad_input=g),
     "tanh": lambda g, h: torch.ops.aten.tanh_backward.grad_input(g, h, grad_input=g),
@@ -37,7 +38,7 @@ class _ChunkedMLP(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2, act: str, chunk: int):
-        act_ = {"relu": torch.relu_, "tanh": torch.tanh_}[act]
+        act_ = _ACT_INPLACE[act]
         E, N, _ = x.shape
         xa = torch.cat([x, x.new_ones(E, N, 1)], 2)  # (E, N, d_in + 1)
         wa = torch.cat([w1, b1], 1)  # (E, d_in + 1, width)
@@ -50,7 +51,7 @@ class _ChunkedMLP(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         xa, wa, w2 = ctx.saved_tensors
-        act_ = {"relu": torch.relu_, "tanh": torch.tanh_}[ctx.act]
+        act_ = _ACT_INPLACE[ctx.act]
         act_backward, chunk = _ACT_BACKWARD[ctx.act], ctx.chunk
         need_x = ctx.needs_input_grad[0]
         gwa, gw2 = torch.zeros_like(wa), torch.zeros_like(w2)
@@ -95,7 +96,7 @@ class ExpertMLP(nn.Module):
                 self.b1.uniform_(-d_in ** -0.5, d_in ** -0.5)
                 self.b2.uniform_(-width ** -0.5, width ** -0.5)
         self.act = act
-        self.act_ = {"relu": torch.relu_, "tanh": torch.tanh_}[act]  # in place: saves a (E, N, width) copy
+        self.act_ = _ACT_INPLACE[act]
 
     def forward(self, x: torch.Tensor, need_hidden: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         E, N, _ = x.shape

@@ -183,16 +183,24 @@ def _raise_interrupt(signum, frame):
 _CRASH_MARK = "Unhandled exception"
 
 
+def _new_lines(path: Path, offset: int) -> tuple[list[bytes], int]:
+    """The complete lines written to `path` after byte `offset` (none while it does not exist), and
+    the offset after them: a line still being written is read next time."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            chunk = f.read()
+    except FileNotFoundError:
+        return [], offset
+    done = chunk[: chunk.rfind(b"\n") + 1]
+    return done.splitlines(), offset + len(done)
+
+
 def _crash_in_log(path: Path, offset: int) -> tuple[str | None, int]:
     """(the first crash line after `offset`, or None; the new offset)."""
-    with open(path, "rb") as f:
-        f.seek(offset)
-        chunk = f.read()
-    done = chunk[: chunk.rfind(b"\n") + 1]
-    for line in done.decode(errors="replace").splitlines():
-        if _CRASH_MARK in line:
-            return line, offset + len(done)
-    return None, offset + len(done)
+    lines, offset = _new_lines(path, offset)
+    crashes = (text for text in (line.decode(errors="replace") for line in lines) if _CRASH_MARK in text)
+    return next(crashes, None), offset
 
 
 def _plain(line: str) -> str:
@@ -218,18 +226,13 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 def _progress(run_dir: Path, bar, seen: int) -> int:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return seen
-    with open(path, "rb") as f:
-        f.seek(seen)
-        chunk = f.read()
-    done = chunk[: chunk.rfind(b"\n") + 1]
-    for line in done.splitlines():
+    """The progress bar follows the training lines SF's process appends to metrics.jsonl."""
+    lines, seen = _new_lines(run_dir / "metrics.jsonl", seen)
+    for line in lines:
         rec = json.loads(line)
         if "return" in rec:
             bar.update(rec["global_step"], rec["return"])
-    return seen + len(done)
+    return seen
 
 
 class _Policy:

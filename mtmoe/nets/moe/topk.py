@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..config import NetConfig
-from ..experts import _ACT_BACKWARD, ExpertMLP
+from ..experts import _ACT_BACKWARD, _ACT_INPLACE, ExpertMLP
 from .base import MakeExperts, MoELayer
 
 
@@ -142,7 +142,7 @@ class _FusedTopKMLP(torch.autograd.Function):
         _, onehot, keep, slot, counts = _assign(idx, G, n, E, C)
         owner, token, read, tok_rows = _maps(slot, G, n, k, rows)
         buf = x.index_select(0, token).view(E, G * C, d)
-        h = {"relu": torch.relu_, "tanh": torch.tanh_}[act](torch.baddbmm(b1, buf, w1))
+        h = _ACT_INPLACE[act](torch.baddbmm(b1, buf, w1))
         picked = torch.baddbmm(b2, h, w2).view(rows, -1).index_select(0, read).view(G, k, n, -1)
         keepf = keep.to(x.dtype).view(G, k, n)
         w = (gate.view(G, 1, n) if k == 1 else gate.view(G, n, k).transpose(1, 2)) * keepf
