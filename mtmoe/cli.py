@@ -8,13 +8,31 @@ import sys
 from mtmoe.errors import MtmoeError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (the usage block is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0 or str(value) != text.strip().lstrip("+"):
+        raise argparse.ArgumentTypeError(f"expected a whole number > 0, got {text!r}")
+    return value
+
+
 def _tasks_dir_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks-dir", action="append", default=[], metavar="DIR",
                    help="extra folder of task/suite YAML files (repeatable; also MTMOE_TASKS_PATH)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mtmoe",
         description="mtmoe: where should Mixture-of-Experts layers go in actor-critic agents "
                     "(actor, critic, both, none) under non-stationarity?")
@@ -31,9 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Show a suite: its tasks, mode, switch schedule, budgets and spaces after "
                                      "unification (builds one env per task to read the spaces).")
     show.add_argument("name")
-    show.add_argument("--steps", type=int, help="budget in env steps (default: the suite's default budget)")
+    show.add_argument("--steps", type=positive_int, help="budget in env steps (default: the suite's default budget)")
     show.add_argument("--budget", help="a named budget of the suite")
-    show.add_argument("--num-envs", type=int, help="env slots (default: the suite's)")
+    show.add_argument("--num-envs", type=positive_int, help="env slots (default: the suite's)")
     _tasks_dir_arg(show)
     p = sub.add_parser("run", help="one training run", description="Train one agent on a suite and write its results "
                        "folder (config.json, metrics.jsonl, tb/, summary.json, checkpoint.pt).")
@@ -41,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint "
                    "(its config.json is used; other flags are ignored)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, help="env steps (default: the suite's budget)")
+    p.add_argument("--steps", type=positive_int, help="env steps (default: the suite's budget)")
     p.add_argument("--budget", help="a named budget of the suite (see `mtmoe suites show`)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", default="results", help="results root (default: results/)")
@@ -66,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expert-widths", help="expert hidden sizes, e.g. 32,64")
     p.add_argument("--algo", choices=["ppo", "sac"], help="default: the suite's")
     p.add_argument("--preset", help="configs/<preset>.yaml (default: the suite's)")
-    p.add_argument("--steps", type=int, help="env steps per run (default: the suite's budget)")
+    p.add_argument("--steps", type=positive_int, help="env steps per run (default: the suite's budget)")
     p.add_argument("--budget", help="a named budget of the suite")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--jobs", type=int, default=0, help="runs at once (default: one per GPU, else one per CPU core)")
@@ -123,8 +141,8 @@ def _net_args(p: argparse.ArgumentParser, suite_required: bool = True) -> None:
     p.add_argument("--placement", choices=["none", "actor", "critic", "both"], help="towers that get MoE layers")
     p.add_argument("--position", choices=["penultimate", "final", "all", "big"], help="where in a tower")
     p.add_argument("--moe", help="MoE kind: softmoe | topk | task | dense")
-    p.add_argument("--experts", type=int, help="number of experts")
-    p.add_argument("--expert-width", type=int, help="hidden size of each expert")
+    p.add_argument("--experts", type=positive_int, help="number of experts")
+    p.add_argument("--expert-width", type=positive_int, help="hidden size of each expert")
     p.add_argument("--tokenizer", help="per_conv | per_feature | per_sample | per_patch | split")
 
 
@@ -151,7 +169,11 @@ def _run(args) -> None:
         config = Path(args.resume) / "config.json"
         if not config.is_file():
             raise MtmoeError(f"--resume {args.resume}: not a run folder (no config.json)")
-        cfg = RunConfig.from_dict(json.loads(config.read_text()), str(config))
+        try:
+            data = json.loads(config.read_text())
+        except (ValueError, OSError) as e:
+            raise MtmoeError(f"--resume: {config} is unreadable ({e})") from None
+        cfg = RunConfig.from_dict(data, str(config))
         run_dir = train(cfg, reg, Path(args.out), resume=Path(args.resume))
     else:
         if not args.suite:

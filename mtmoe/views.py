@@ -79,8 +79,11 @@ def net_flags(args) -> dict:
 def suite_show(name: str, tasks_dirs, steps=None, budget=None, num_envs=None) -> None:
     from mtmoe.tasks.mixture import plan_schedule, slot_counts
 
+    from mtmoe.runner.config import check_suite_preset
+
     reg = load_registry(tasks_dirs)
     suite = reg.suite(name)
+    check_suite_preset(suite)
     tasks = [reg.task(t) for t in suite.tasks]
     steps = steps or suite.budget(budget)
     slots = num_envs or suite.slots()

@@ -6,8 +6,11 @@ import numpy as np
 import torch
 
 
-def to_device(x: np.ndarray, device: torch.device) -> torch.Tensor:
-    """numpy -> tensor on `device`; on CUDA through pinned memory, without blocking the host."""
+def to_device(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """numpy -> tensor on `device`; on CUDA through pinned memory, without blocking the host.
+    A tensor (from a device mixture) is moved only if it is elsewhere."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device, non_blocking=True)
     x = np.ascontiguousarray(x)
     t = torch.from_numpy(x if x.flags.writeable else x.copy())  # the mixture's slot tables are read-only
     if device.type == "cuda":

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from mtmoe.agents.common import RunningMeanStd, task_interference, to_device
+from mtmoe.errors import ConfigError
 
 
 @dataclass
@@ -70,6 +71,12 @@ class PPO:
 
     def __init__(self, env, net: nn.Module, cfg: PPOConfig, device: torch.device | str = "cpu", seed: int = 0):
         self.env, self.net, self.cfg = env, net, cfg
+        batch = env.num_envs * cfg.num_steps
+        if batch // cfg.num_minibatches < 2:  # advantages are normalized per minibatch
+            raise ConfigError("--set", "ppo.num_minibatches",
+                              f"{cfg.num_minibatches} minibatches of a {batch}-sample rollout ({env.num_envs} envs x "
+                              f"{cfg.num_steps} steps) leave fewer than 2 samples each; use fewer minibatches or "
+                              "more envs or steps")
         self.device = torch.device(device)
         self.discrete = hasattr(env.single_action_space, "n")
         # fused: one kernel for all parameters (CPU and CUDA); ~10-15% of a small net's update here
@@ -85,6 +92,14 @@ class PPO:
         act_shape = () if self.discrete else env.single_action_space.shape
         self.actions = buf(t, n, *act_shape, dtype=torch.long if self.discrete else torch.float32)
         self.logprobs, self.rewards, self.dones, self.values = buf(t, n), buf(t, n), buf(t, n), buf(t, n)
+        self.on_device = getattr(env, "on_device", False)  # a DeviceMixture: tensors in, tensors out
+        if self.on_device:
+            if cfg.per_task_reward_norm:
+                raise ConfigError("--set", "ppo.per_task_reward_norm", "is not available with envs on the device "
+                                  "(set env_device=host)")
+            self.final_obs = buf(t, n, *obs_space.shape, dtype=torch.uint8)
+            self.truncs, self.ended = buf(t, n, dtype=torch.bool), buf(t, n, dtype=torch.bool)
+            self.ep_return, self.ep_length = buf(t, n, dtype=torch.float64), buf(t, n, dtype=torch.long)
         self.reward_rms = RunningMeanStd(getattr(env, "num_tasks", 1))
         self._disc_return = np.zeros(n, np.float64)
         self.global_step = 0
@@ -177,6 +192,8 @@ class PPO:
         self.next_done = torch.zeros(self.env.num_envs, device=self.device)
 
     def rollout(self) -> dict:
+        if self.on_device:
+            return self._rollout_on_device()
         cfg, env = self.cfg, self.env
         episodes, switches = [], []
         for step in range(cfg.num_steps):
@@ -202,6 +219,36 @@ class PPO:
                 switches.append(info["switch"])
         self.global_step += cfg.num_steps * env.num_envs
         return {"episodes": episodes, "switches": switches}
+
+    def _rollout_on_device(self) -> dict:
+        """The rollout over a DeviceMixture: no host transfer or sync inside the loop. Time-limit
+        bootstrapping waits for the end of the rollout (the network does not change within it),
+        when one batched critic pass covers every truncated step; episodes are read once."""
+        cfg, env = self.cfg, self.env
+        switches = []
+        for step in range(cfg.num_steps):
+            obs, task, mask = self.next_obs, self.next_info["task_id"], self.next_info["action_mask"]
+            self.obs[step], self.task[step], self.dones[step], self.mask[step] = obs, task, self.next_done, mask
+            with torch.no_grad():
+                actor_out, self.values[step] = self.net(obs, task)
+                action, logp, _ = self._dist_stats(actor_out, mask, with_entropy=False)
+            self.actions[step], self.logprobs[step] = action, logp
+            next_obs, reward, term, trunc, info = env.step(action)
+            self.rewards[step] = reward
+            self.truncs[step], self.final_obs[step] = trunc & ~term, info["final_obs"]
+            self.ended[step], self.ep_return[step] = info["episode_end"], info["episode_return"]
+            self.ep_length[step] = info["episode_length"]
+            self.next_done = (term | trunc).float()
+            self.next_obs, self.next_info = next_obs, info
+            if "switch" in info:
+                switches.append(info["switch"])
+        t_idx, slot = torch.nonzero(self.truncs, as_tuple=True)  # the rollout's one sync
+        if t_idx.numel():
+            with torch.no_grad():
+                values = self.net.critic(self.final_obs[t_idx, slot], self.task[t_idx, slot])
+            self.rewards[t_idx, slot] += cfg.gamma * values
+        self.global_step += cfg.num_steps * env.num_envs
+        return {"episodes": env.episodes(self.ended, self.ep_return, self.ep_length, self.task), "switches": switches}
 
     def _scale_rewards(self, reward: np.ndarray, done: np.ndarray, task_id: np.ndarray) -> np.ndarray:
         if not self.cfg.per_task_reward_norm:
@@ -292,12 +339,21 @@ class PPO:
         end = num_iters * per_iter if phase.end is None else phase.end
         return max(0.0, 1.0 - (step - phase.start) / max(end - phase.start, 1))
 
+    def steps_per_iteration(self) -> int:
+        """Env steps of one rollout (all slots)."""
+        return self.cfg.num_steps * self.env.num_envs
+
+    def planned_steps(self, total_steps: int) -> int:
+        """The env steps `iterate(total_steps)` runs: whole rollouts, at least one."""
+        per_iter = self.steps_per_iteration()
+        return max(1, total_steps // per_iter) * per_iter
+
     def iterate(self, total_steps: int) -> Iterator[dict]:
         """Rollout + update until `total_steps` env steps; yields per-iteration stats."""
         if self.next_obs is None:
             self.reset()
-        per_iter = self.cfg.num_steps * self.env.num_envs
-        num_iters = max(1, total_steps // per_iter)
+        per_iter = self.steps_per_iteration()
+        num_iters = self.planned_steps(total_steps) // per_iter
         while self.global_step < num_iters * per_iter:
             it = self.global_step // per_iter
             if self.cfg.anneal_lr:

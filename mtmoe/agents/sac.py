@@ -271,6 +271,14 @@ class SAC:
     def _aux(self, net) -> torch.Tensor:
         return net.aux_loss() if self._has_moe[id(net)] else torch.zeros((), device=self.device)
 
+    def steps_per_iteration(self) -> int:
+        """Env steps of one vector step (all slots)."""
+        return self.env.num_envs
+
+    def planned_steps(self, total_steps: int) -> int:
+        """The env steps `iterate(total_steps)` runs: whole vector steps."""
+        return -(-total_steps // self.env.num_envs) * self.env.num_envs
+
     def iterate(self, total_steps: int, log_every: int = 1000) -> Iterator[dict]:
         """Step the envs and learn until `total_steps` env steps; yields stats every
         `log_every` env steps (rounded to whole vector steps)."""

@@ -24,6 +24,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
+from .capture import ProbeCapture, TowerActivations
 from .config import NetConfig
 from .layers import count_params
 from .moe.base import MoELayer, task_one_hot
@@ -115,27 +116,36 @@ class NetBase(nn.Module):
         """Layer name -> activations for plasticity probes (a probe: may sync with the device).
 
         Keys: '<tower>.torso.<conv/fc i>' (conv maps (B, C, h, w)), '<tower>.torso',
-        '<tower>.hidden<i>' / '<tower>.head' / '<tower>.big' (outputs, flattened (B, F)), and for each
-        MoE layer '<layer>.expert<e>' = (rows, h): hidden activations of expert e on the slots or
-        tokens it processed. Telemetry and aux loss are left as they were before the call.
+        '<tower>.hidden<i>' / '<tower>.head' / '<tower>.big' (outputs, flattened (B, F)), 'encoder' and
+        'encoder.<conv i>' for a shared encoder, and for each MoE layer '<layer>.expert<e>' = (rows, h):
+        hidden activations of expert e on the slots or tokens it processed. Telemetry and aux loss
+        are left as they were before the call.
         """
+        return self._capture(obs, task_id, action).flat
+
+    @torch.no_grad()
+    def probe_activations(self, obs: torch.Tensor, task_id: torch.Tensor | None = None,
+                          action=None) -> dict[str, TowerActivations]:
+        """Tower ('actor', 'critic', 'encoder' when shared) -> its dormant-ratio neurons and representation."""
+        return self._capture(obs, task_id, action).towers
+
+    def _capture(self, obs, task_id, action) -> ProbeCapture:
         layers = self.moe_layers()
         saved = {n: (l._raw, l._stats, l.last_aux_loss) for n, l in layers.items()}
         for l in layers.values():
             l.capture = True
         try:
-            cap: dict[str, torch.Tensor] = {}
+            cap = ProbeCapture()
             self._probe(obs, task_id, action, cap)
-            for n, l in layers.items():
-                for e, rows in l.captured_per_expert().items():
-                    cap[f"{n}.expert{e}"] = rows
+            for tower in self.towers().values():
+                tower.record_experts(cap)
         finally:
             for n, l in layers.items():
                 l.capture, l.captured = False, None
                 l._raw, l._stats, l.last_aux_loss = saved[n]
         return cap
 
-    def _probe(self, obs, task_id, action, cap) -> None:
+    def _probe(self, obs, task_id, action, cap: ProbeCapture) -> None:
         raise NotImplementedError
 
     # -- sizes
@@ -205,17 +215,14 @@ class ActorCritic(_PolicyHead, NetBase):
         if not self.discrete and cfg.log_std == "state_independent":
             self.log_std = nn.Parameter(torch.full((self.action_dim,), float(cfg.log_std_init)))
 
-    def _encode(self, obs, capture=None):
+    def _encode(self, obs, capture: ProbeCapture | None = None):
         x = self._prep(obs)
         if self.encoder is None:
             return x
-        if capture is not None and hasattr(self.encoder, "forward_features"):
-            x, feats = self.encoder.forward_features(x)
-            capture.update({f"encoder.{k}": v for k, v in feats.items()})
-        else:
-            x = self.encoder(x)
-        if capture is not None:
-            capture["encoder"] = x
+        if capture is None:
+            return self.encoder(x)
+        x = capture.torso("encoder", None, self.encoder, x)
+        capture.representation("encoder", x)
         return x
 
     def actor(self, obs: torch.Tensor, task_id: torch.Tensor | None = None):

@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .capture import ProbeCapture
 from .config import NetConfig
 from .experts import ExpertMLP, ExpertTower
 from .layers import HIDDEN_GAIN, Dense, count_params
@@ -73,10 +74,11 @@ class Tower(nn.Module):
         super().__init__()
         self.name, self.in_shape, self.out_dim, self.cond_dim = name, tuple(in_shape), out_dim, cond_dim
         self.use_moe = use_moe
+        self.big = use_moe and cfg.position == "big"
         hidden = tuple(cfg.hidden)
         act, ortho = cfg.activation, cfg.ortho_init
 
-        if use_moe and cfg.position == "big":
+        if self.big:
             self.torso = None
             flat = math.prod(self.in_shape) + cond_dim
 
@@ -133,23 +135,32 @@ class Tower(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.layer_names = names
 
-    def run(self, x, cond=None, task_id=None, capture: dict | None = None):
-        """-> (output (B, out_dim), input of the last layer). Fills ``capture`` with activations."""
+    def run(self, x, cond=None, task_id=None, capture: ProbeCapture | None = None):
+        """-> (output (B, out_dim), input of the last layer). Records activations into ``capture``."""
         if self.torso is not None:
-            if capture is not None and hasattr(self.torso, "forward_features"):
-                x, feats = self.torso.forward_features(x)
-                capture.update({f"{self.name}.torso.{k}": v for k, v in feats.items()})
-            else:
-                x = self.torso(x)
-            if capture is not None:
-                capture[f"{self.name}.torso"] = x
+            x = capture.torso(self.name, "torso", self.torso, x) if capture is not None else self.torso(x)
         prev = x
+        last = len(self.layers) - 1
         for i, (name, layer) in enumerate(zip(self.layer_names, self.layers)):
             prev = x
             x = layer(x, cond if i == 0 else None, task_id)
             if capture is not None:
-                capture[f"{self.name}.{name}"] = x.flatten(1)
+                capture.layer(self.name, name, x.flatten(1), neurons=i < last)
+        if capture is not None and not self.big:
+            capture.representation(self.name, prev)
         return x, prev
+
+    def record_experts(self, capture: ProbeCapture) -> None:
+        """After a probe forward: every MoE layer's expert hidden rows, as neurons of this tower
+        (position 'big': they are also its representation, the experts' last hidden layers)."""
+        rows_all = []
+        for name, layer in zip(self.layer_names, self.layers):
+            if isinstance(layer, MoEBlock):
+                for e, rows in layer.moe.captured_per_expert().items():
+                    capture.layer(self.name, f"{name}.expert{e}", rows, neurons=True)
+                    rows_all.append(rows)
+        if self.big and rows_all:
+            capture.representation(self.name, torch.cat(rows_all))
 
     def forward(self, x, cond=None, task_id=None):
         return self.run(x, cond, task_id)[0]

@@ -44,6 +44,8 @@ class RunConfig:
     """Sequential suites: env steps per phase (0 for simultaneous)."""
     device: str = "auto"
     """auto | cpu | cuda (auto: CUDA when present)."""
+    env_device: str = "auto"
+    """auto: PPO steps the envs on the agent's device when every task has a tensor backend (MinAtar); host: the Python backends."""
     log_every: int = 10_000
     """Env steps between metric lines (at least one PPO iteration)."""
     threads: int = 0
@@ -54,6 +56,8 @@ class RunConfig:
     """Env steps between evaluations (0: 10 per run; -1: none)."""
     eval_episodes: int = 8
     """Evaluation episodes per task (deterministic policy, separate envs)."""
+    eval_max_steps: int = 5000
+    """Vector steps one evaluation may take (a task with no finished game by then scores None)."""
     probe_every: int = 0
     """Env steps between plasticity/routing probes (0: 20 probes per run; -1: none)."""
     probe_per_task: int = 256
@@ -75,11 +79,21 @@ class RunConfig:
         return _apply(cls(suite=data["suite"]), {k: v for k, v in data.items() if k in fields}, source, "")
 
 
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+
+
+def check_suite_preset(suite: SuiteSpec) -> None:
+    """A suite's `preset` must name a file in configs/: the error names the suite's file and key."""
+    if suite.preset and not (CONFIGS_DIR / f"{suite.preset}.yaml").is_file():
+        raise ConfigError(suite.source, "preset", f"no preset named {suite.preset!r} in configs/ "
+                                                  f"(have: {', '.join(preset_names())})")
+
+
 def load_preset(name: str) -> dict:
     path = CONFIGS_DIR / f"{name}.yaml"
     if not path.is_file():
-        have = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml")))
-        raise ConfigError(str(path), "", f"no preset named {name!r} (have: {have})")
+        raise ConfigError("--preset", "", f"no preset named {name!r} in configs/ (have: {', '.join(preset_names())})")
     data = yaml.safe_load(path.read_text()) or {}
     unknown = set(data) - {"algo", "num_envs", "ppo", "sac", "net"}
     if unknown:
@@ -153,6 +167,8 @@ def compose(registry: Registry, suite_name: str, *, preset: str | None = None, a
             net_flags: dict | None = None, sets: list[str] = ()) -> tuple[RunConfig, SuiteSpec]:
     """Compose task -> suite -> preset -> command line."""
     suite = registry.suite(suite_name)
+    if not preset:
+        check_suite_preset(suite)
     cfg = RunConfig(suite=suite.name, algo=algo or suite.algo, seed=seed, device=device)
     if not preset and suite.preset and algo and not suite.preset.startswith(algo + "-"):
         # e.g. --algo ppo on a suite whose preset is sac-mujoco: take ppo-mujoco
@@ -173,6 +189,10 @@ def compose(registry: Registry, suite_name: str, *, preset: str | None = None, a
         cfg = _apply(cfg, {"net": net_changes}, "command line", "")
     if sets:
         cfg = _apply(cfg, parse_sets(list(sets)), "--set", "")
+    if cfg.env_device not in ("auto", "host"):
+        raise ConfigError("--set", "env_device", f"expected auto or host, got {cfg.env_device!r}")
+    if cfg.steps <= 0:
+        raise ConfigError("command line", "steps", f"expected a positive number of env steps, got {cfg.steps}")
     cfg.net = dataclasses.replace(cfg.net, num_tasks=len(suite.tasks),
                                   task_id_input=cfg.net.task_id_input or (suite.task_id_input and len(suite.tasks) > 1))
     if suite.mode == "sequential":

@@ -42,22 +42,13 @@ def collect_probe_batch(env: TaskMixture, per_task: int, seed: int) -> tuple[np.
     return np.stack([row for k in range(env.num_tasks) for row in seen[k]]), tasks
 
 
-def _tower_of(layer: str) -> str:
-    return layer.split(".", 1)[0]
-
-
-def _probed(name: str, tower: str) -> bool:
-    """Layers whose neurons count for the dormant ratio: torso convs/fcs, hidden layers, experts."""
-    parts = name.split(".")
-    return parts[0] == tower and ((parts[1] == "torso" and len(parts) > 2) or parts[1].startswith("hidden"))
-
-
 @torch.no_grad()
 def probe(nets: dict[str, torch.nn.Module], obs: torch.Tensor, task: torch.Tensor, task_names: list[str],
           action_dim: int = 0) -> dict:
     """Nested dict: {task: {tower: {dormant@τ, srank, feature_norm}}, weight_norm: {tower},
     moe: {layer: {load_entropy, task_mi}}}. `nets` maps a name (actor_critic, actor, q1 …)
-    to a network with `features()`."""
+    to a network with `probe_activations()`; towers are the ones the network reports (actor,
+    critic, encoder for a shared encoder), prefixed by the net's name for Q networks."""
     out: dict = {"tasks": {}, "weight_norm": {}, "moe": {}}
     for name, net in nets.items():
         kwargs = {}
@@ -65,19 +56,16 @@ def probe(nets: dict[str, torch.nn.Module], obs: torch.Tensor, task: torch.Tenso
             kwargs["action"] = torch.zeros(obs.shape[0], action_dim, device=obs.device)
         for k, tname in enumerate(task_names):
             sel = task == k
-            feats = net.features(obs[sel], task[sel], **{a: v[sel] for a, v in kwargs.items()})
-            towers = sorted({_tower_of(n) for n in feats})
-            for tower in towers:
-                key = tower if name in ("actor_critic", "actor") else f"{name}.{tower}"
-                layers = {n: f for n, f in feats.items() if _probed(n, tower)}
-                outputs = [n for n in layers if len(n.split(".")) == 2]  # hidden outputs, not experts
-                if not outputs:
+            towers = net.probe_activations(obs[sel], task[sel], **{a: v[sel] for a, v in kwargs.items()})
+            for tower, acts in towers.items():
+                if not acts.neurons or acts.representation is None:
                     continue
-                dormant = dormant_ratio_layers(layers, TAUS)["overall"]
-                penult = feats[outputs[-1]]
+                key = tower if name in ("actor_critic", "actor") else f"{name}.{tower}"
+                dormant = dormant_ratio_layers(acts.neurons, TAUS)["overall"]
+                rep = acts.representation
                 out["tasks"].setdefault(tname, {})[key] = {
                     **{f"dormant@{tau}": float(v) for tau, v in dormant.items()},
-                    "srank": int(srank(penult)), "feature_norm": float(feature_norm(penult))}
+                    "srank": int(srank(rep)), "feature_norm": float(feature_norm(rep))}
         out["weight_norm"][name] = float(weight_norms(net)[1])
         if getattr(net, "moe_layers", dict)():
             net(obs, task_id=task, **kwargs)

@@ -135,11 +135,16 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
     """Train and return the run folder. `resume`: a run folder to continue from its checkpoint.
     `run_dir`: train into this folder instead of a new timestamped one (sweeps; it must hold no
     results yet). `stop_at_step`: leave the loop after that step without finishing, as a kill would (tests)."""
+    if resume and (resume / "summary.json").is_file():
+        raise MtmoeError(f"--resume {resume}: this run is finished (it has a summary.json); nothing to resume — "
+                         "start a new run instead")
     device = pick_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    env = make_mixture(cfg.suite, registry, num_envs=cfg.num_envs, steps=cfg.steps, switch_every=cfg.switch_every or None)
+    env_device = device if cfg.env_device == "auto" and cfg.algo == "ppo" else None  # PPO's rollout takes tensors
+    env = make_mixture(cfg.suite, registry, num_envs=cfg.num_envs, steps=cfg.steps, switch_every=cfg.switch_every or None,
+                       device=env_device)
     agent, nets = build_agent(cfg, env, device)
     flops = count_run_flops(cfg, env, nets, device)
     if run_dir is not None and not resume:
@@ -155,12 +160,15 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
 
     writer = SummaryWriter(str(run_dir / "tb"))
     show = sys.stderr.isatty() if progress is None else progress
-    bar = _Progress(cfg.steps, env.task_names, show)
+    planned = agent.planned_steps(cfg.steps)
+    bar = _Progress(planned, env.task_names, show)
     prober = _Prober(cfg, env, nets, device, writer)
     evaluation = _Evaluation(cfg, env, writer)
     st = _RunState(EpisodeLog(env.task_names))
     if resume:
         env = _restore(run_dir, cfg, env, agent, st, prober, evaluation)
+    if progress is not False:
+        _announce(cfg, env, agent, planned, device, run_dir)
     ckpt_every = cfg.checkpoint_every if cfg.checkpoint_every > 0 else max(1, cfg.steps // 10)
     next_ckpt = (agent.global_step // ckpt_every + 1) * ckpt_every
     start = time.time() - st.elapsed
@@ -212,6 +220,10 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
     if not st.stopped:
         with open(run_dir / "metrics.jsonl", "a") as metrics:
             evaluation.maybe(agent.global_step, metrics, agent, final=True)
+            if cfg.checkpoint_every >= 0:  # the finished networks (also for runs shorter than one interval)
+                metrics.flush()
+                st.elapsed = elapsed
+                _save(run_dir, env, agent, st, prober, evaluation, metrics.tell())
     summary = {
         "suite": cfg.suite, "algo": cfg.algo, "placement": cfg.net.placement, "position": cfg.net.position,
         "moe": cfg.net.moe, "seed": cfg.seed, "steps": agent.global_step, "wall_time_s": round(elapsed, 1),
@@ -235,9 +247,22 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
     if evaluation.evaluator is not None:
         evaluation.evaluator.close()
     if st.stopped:
-        raise MtmoeError(f"the run stopped: {st.stopped} (non-finite loss); what it logged is in {run_dir}; "
-                         f"its last good checkpoint is {run_dir / CHECKPOINT}")
+        last = (f"its last good checkpoint is {run_dir / CHECKPOINT}" if (run_dir / CHECKPOINT).is_file()
+                else "it stopped before its first checkpoint, so there is none to resume from")
+        raise MtmoeError(f"the run stopped: {st.stopped} (non-finite loss); what it logged is in {run_dir}; {last}")
     return run_dir
+
+
+def _announce(cfg: RunConfig, env, agent, planned: int, device: torch.device, run_dir: Path) -> None:
+    """One line before the first rollout (which may take minutes), and one when --steps was rounded."""
+    per_iter = agent.steps_per_iteration()
+    if planned != cfg.steps and not agent.global_step:
+        print(f"mtmoe: note: {cfg.steps:,} env steps round to {planned:,} (whole iterations of {per_iter:,} "
+              "env steps)", file=sys.stderr)
+    what = f"resuming at step {agent.global_step:,} of" if agent.global_step else "for"
+    print(f"mtmoe: training {cfg.algo} on {cfg.suite} ({env.num_tasks} task{'s' * (env.num_tasks > 1)}, "
+          f"{env.num_envs} envs) {what} {planned:,} env steps on {device}, {per_iter:,} per iteration; "
+          f"results in {run_dir}", file=sys.stderr, flush=True)
 
 
 class _RunState:
@@ -253,7 +278,7 @@ def _save(run_dir: Path, env, agent, st: _RunState, prober, evaluation, metrics_
     import os
     import pickle
 
-    exact = all(getattr(b, "exact_pickle", False) for b in env.backends)
+    exact = getattr(env, "exact_pickle", None) or all(getattr(b, "exact_pickle", False) for b in env.backends)
     env_state = pickle.dumps(env) if exact else None  # others: fresh episodes on resume
     state = {"agent": agent.state_dict(), "env": env_state, "run": st.__dict__,
              "prober": (prober.next, prober.last), "evaluation": evaluation.state(),
@@ -270,7 +295,14 @@ def _restore(run_dir: Path, cfg: RunConfig, env, agent, st: _RunState, prober, e
     path = run_dir / CHECKPOINT
     if not path.is_file():
         raise MtmoeError(f"--resume {run_dir}: no {CHECKPOINT} there (the run wrote none yet)")
-    state = torch.load(path, weights_only=False)
+    try:
+        state = torch.load(path, weights_only=False)
+    except Exception as e:  # truncated, empty or foreign file: torch raises many kinds
+        reason = (str(e).splitlines() or [""])[0].split(". ")[0][:100]
+        raise MtmoeError(f"--resume: {path} is unreadable ({type(e).__name__}: {reason}); "
+                         "the run cannot continue from it") from None
+    if not isinstance(state, dict) or not {"agent", "run", "metrics_offset"} <= set(state):
+        raise MtmoeError(f"--resume: {path} is not an mtmoe checkpoint")
     agent.load_state_dict(state["agent"])
     if state["env"] is not None:
         env.close()
@@ -328,7 +360,7 @@ class _Evaluation:
         from mtmoe.runner.evaluate import Evaluator
 
         self.every = cfg.eval_every if cfg.eval_every > 0 else max(1, cfg.steps // 10)
-        self.evaluator = Evaluator(env, cfg.eval_episodes, cfg.seed + 10_000) if cfg.eval_every >= 0 else None
+        self.evaluator = Evaluator(env, cfg.eval_episodes, cfg.seed + 10_000, cfg.eval_max_steps) if cfg.eval_every >= 0 else None
         self.writer, self.next, self.last, self.last_step = writer, self.every, None, -1
 
     def maybe(self, step: int, metrics, agent, final: bool = False) -> None:

@@ -285,7 +285,7 @@ def _finish(run_dir: Path, cfg: RunConfig, registry: Registry, device: torch.dev
         evaluation = last_probe = None
         with open(run_dir / "metrics.jsonl", "a") as metrics:
             if cfg.eval_every >= 0 and not res["stopped"]:
-                evaluator = Evaluator(env, cfg.eval_episodes, cfg.seed + 10_000)
+                evaluator = Evaluator(env, cfg.eval_episodes, cfg.seed + 10_000, cfg.eval_max_steps)
                 try:
                     evaluation = evaluator.run(_Policy(net, device), step)
                 finally:

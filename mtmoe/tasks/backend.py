@@ -102,13 +102,35 @@ class BackendInfo:
     options: type
     """A dataclass whose fields (with defaults) are the backend's allowed YAML options."""
     describe: str = ""
+    check_env: Callable[[str], str | None] | None = None
+    """Optional, cheap (no env is built): env name -> None if the backend has it, else what is
+    wrong (one line). Called when a task file is read, so a typo fails there, not mid-run."""
+    device_factory: Callable[..., object] | None = None
+    """Optional: the same task as batched tensor ops on a device, called as
+    device_factory(env, num_envs, options, max_episode_steps, device); its reset/step take and
+    return tensors on that device (see mtmoe.tasks.device_mixture)."""
 
 
 BACKENDS: dict[str, BackendInfo] = {}
 
 
 def register_backend(
-    name: str, factory: Callable[..., VecBackend], options: type, describe: str = ""
+    name: str, factory: Callable[..., VecBackend], options: type, describe: str = "",
+    check_env: Callable[[str], str | None] | None = None, device_factory: Callable[..., object] | None = None,
 ) -> None:
     """Add a backend (a user may register their own, e.g. a new simulator)."""
-    BACKENDS[name] = BackendInfo(name=name, factory=factory, options=options, describe=describe)
+    BACKENDS[name] = BackendInfo(name=name, factory=factory, options=options, describe=describe,
+                                 check_env=check_env, device_factory=device_factory)
+
+
+def raises_for_unknown(name_fn: Callable[[str], object]) -> Callable[[str], str | None]:
+    """A ``check_env`` from a function that raises ValueError for a name the backend lacks."""
+
+    def check(env: str) -> str | None:
+        try:
+            name_fn(env)
+        except ValueError as e:
+            return str(e)
+        return None
+
+    return check

@@ -68,6 +68,29 @@ def plan_schedule(suite: SuiteSpec, num_envs: int, switch_every: int | None) -> 
             for i, k in enumerate(order)]
 
 
+def slot_layout(suite: SuiteSpec, num_tasks: int, num_envs: int | None,
+                envs_per_task: list[int] | None) -> tuple[int, list[int], list[slice]]:
+    """(slots in all, slots per backend, each task's slice of the slots). Simultaneous: the tasks
+    split the slots; sequential: every task's backend has all of them (one runs at a time)."""
+    if suite.mode == "simultaneous":
+        counts = envs_per_task or slot_counts(suite, num_envs)
+        if len(counts) != num_tasks or min(counts) < 1:
+            raise ValueError(f"need one or more slots for each of the {num_tasks} tasks, got {counts}")
+        bounds = np.cumsum([0] + counts)
+        return sum(counts), counts, [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    n = num_envs or suite.slots()
+    return n, [n] * num_tasks, [slice(0, n)] * num_tasks
+
+
+def phase_task_ids(schedule: list[Phase], phase: int, slices: list[slice], num_envs: int) -> tuple[list[int], np.ndarray]:
+    """(tasks running in this phase, task id of every slot)."""
+    active = [schedule[phase].task_index] if schedule else list(range(len(slices)))
+    task_id = np.zeros(num_envs, np.int64)
+    for k in active:
+        task_id[slices[k]] = k
+    return active, task_id
+
+
 class TaskMixture(gym.vector.VectorEnv):
     """A gymnasium VectorEnv (same-step autoreset) over the tasks of a suite."""
 
@@ -79,18 +102,8 @@ class TaskMixture(gym.vector.VectorEnv):
         self.task_names = [t.id for t in tasks]
         self.num_tasks = len(tasks)
         self.mode = suite.mode
-        self.num_envs = num_envs or suite.slots()
-        if self.mode == "simultaneous":
-            counts = envs_per_task or slot_counts(suite, num_envs)
-            if len(counts) != self.num_tasks or min(counts) < 1:
-                raise ValueError(f"need one or more slots for each of the {self.num_tasks} tasks, got {counts}")
-            self.num_envs = sum(counts)
-            self.backends = [make_backend(t, c) for t, c in zip(tasks, counts)]
-            bounds = np.cumsum([0] + counts)
-            self.slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-        else:
-            self.backends = [make_backend(t, self.num_envs) for t in tasks]
-            self.slices = [slice(0, self.num_envs)] * self.num_tasks
+        self.num_envs, counts, self.slices = slot_layout(suite, self.num_tasks, num_envs, envs_per_task)
+        self.backends = [make_backend(t, c) for t, c in zip(tasks, counts)]
         self.specs = [b.spec for b in self.backends]
         self.spaces: UnifiedSpaces = unify(self.task_names, self.specs, suite.action_union, suite.source)
         self.rescalers = [ActionRescaler(s) for s in self.specs] if not self.spaces.discrete else []
@@ -114,11 +127,8 @@ class TaskMixture(gym.vector.VectorEnv):
 
     def _set_slot_tables(self) -> None:
         """Per-phase tables, recomputed at reset and at a switch (never per step)."""
-        self.active_tasks = [self.schedule[self.phase].task_index] if self.schedule else list(range(self.num_tasks))
+        self.active_tasks, self.task_id = phase_task_ids(self.schedule, self.phase, self.slices, self.num_envs)
         self._phase_end = self.schedule[self.phase].end if self.schedule else None
-        self.task_id = np.zeros(self.num_envs, np.int64)
-        for k in self.active_tasks:
-            self.task_id[self.slices[k]] = k
         self.action_mask = self.spaces.action_masks[self.task_id]
         self.task_id.flags.writeable = self.action_mask.flags.writeable = False
 

@@ -237,6 +237,9 @@ def parse_task(data: Any, source: str, prefix: str = "") -> tuple[TaskSpec, bool
     backend = r.choice("backend", tuple(sorted(BACKENDS)))
     env = r.get("env", str)
     info = BACKENDS[backend]
+    problem = info.check_env(env) if info.check_env else None
+    if problem:
+        r.fail("env", problem)
     options = _read_dataclass(info.options, r.get("options", (dict, type(None)), None), source, r.key("options"))
     reward = _read_dataclass(RewardHandling, r.get("reward", (dict, type(None)), None), source, r.key("reward"))
     spec = TaskSpec(

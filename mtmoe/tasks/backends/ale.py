@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mtmoe.tasks.backend import BackendSpec, StepResult, register_backend
+from mtmoe.tasks.backend import BackendSpec, StepResult, raises_for_unknown, register_backend
 
 FRAMES_PER_EPISODE = 108_000  # ALE v5's default cap: 30 minutes of play at 60 Hz
 
@@ -128,5 +128,5 @@ class AleVecEnv:
         self.env.close()
 
 
-register_backend("ale", AleVecEnv, AleOptions,
+register_backend("ale", AleVecEnv, AleOptions, check_env=raises_for_unknown(rom_name),
                  describe="Atari 2600 via ale-py's C++ vector env (84x84 gray, stack 4, sticky actions)")

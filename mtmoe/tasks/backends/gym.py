@@ -93,5 +93,25 @@ class GymVecEnv:
         self.env.close()
 
 
+def check_gym_id(env: str) -> str | None:
+    """None if gymnasium knows `env` (after importing its module for 'module:Id'), else why not."""
+    import importlib
+
+    name = env
+    if ":" in env:
+        module, name = env.split(":", 1)
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            return f"cannot import module {module!r} for gymnasium id {env!r} ({e})"
+    if name.startswith("ALE/"):
+        import ale_py  # noqa: F401  (registers the ALE ids)
+    try:
+        gym.spec(name)
+    except gym.error.Error as e:
+        return f"no gymnasium env {name!r} ({str(e).splitlines()[0]})"
+    return None
+
+
 register_backend("gym", GymVecEnv, GymOptions,
-                 describe="any gymnasium id (vector or HWC image obs; Discrete or Box actions)")
+                 describe="any gymnasium id (vector or HWC image obs; Discrete or Box actions)", check_env=check_gym_id)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
-from mtmoe.tasks.backend import BackendSpec, StepResult, register_backend
+from mtmoe.tasks.backend import BackendSpec, StepResult, raises_for_unknown, register_backend
 
 GAMES = {"Asterix": "asterix", "Breakout": "breakout", "Freeway": "freeway",
          "Seaquest": "seaquest", "SpaceInvaders": "space_invaders"}
@@ -134,5 +134,15 @@ class MinAtarVecEnv:
         self.envs.clear()
 
 
-register_backend("minatar", MinAtarVecEnv, MinAtarOptions,
+def tensor_minatar(env: str, num_envs: int, options: MinAtarOptions, max_episode_steps: int | None, device):
+    """The same game as batched torch ops on `device` (mtmoe.tasks.tensor_minatar, checked against minatar)."""
+    from mtmoe.tasks.tensor_minatar.vec import TensorMinAtarVec
+
+    o = options
+    return TensorMinAtarVec(env, num_envs, device, o.sticky_action_prob, o.difficulty_ramping, o.minimal_action_set,
+                            max_episode_steps)
+
+
+register_backend("minatar", MinAtarVecEnv, MinAtarOptions, check_env=raises_for_unknown(game_module),
+                 device_factory=tensor_minatar,
                  describe="MinAtar 10x10 games (Breakout, SpaceInvaders, Asterix, Freeway, Seaquest)")
