@@ -7,10 +7,14 @@ that `summary.json` reports (env steps / (wall time - evaluation - probes)). The
 figures to quote for a preset, beside micro-benchmarks such as bench_ppo_vs_sb3.py (a network
 no preset uses) or bench_nets.py (one update).
 
-    python bench/bench_presets.py                                  # MinAtar multitask, dense and critic
+    python bench/bench_presets.py              # MinAtar multitask, dense and critic, host and tensor envs
     python bench/bench_presets.py --runs minatar-multitask:none:131072 minatar-multitask:critic:131072 \
         atari-multitask:critic:4096 mujoco-multitask:none:2000
     python bench/bench_presets.py --threads 1 --set probe_every=-1 --set eval_every=-1
+    python bench/bench_presets.py --threads 1 --runs minatar-multitask:none:131072:env_device=host \
+        minatar-multitask:none:131072:env_device=tensor            # Python-loop envs against tensor envs
+
+A run is SUITE:PLACEMENT:STEPS[:KEY=VALUE,...] (the extra fields go to that run's --set).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_line, markdown_table  # noqa: E402
 
-DEFAULT_RUNS = ["minatar-multitask:none:131072", "minatar-multitask:critic:131072"]
+DEFAULT_RUNS = ["minatar-multitask:none:131072", "minatar-multitask:none:131072:env_device=tensor",
+                "minatar-multitask:critic:131072", "minatar-multitask:critic:131072:env_device=tensor"]
 
 
 def run_one(suite: str, placement: str, steps: int, sets: list[str], threads: int, out: Path) -> dict:
@@ -52,7 +57,7 @@ def run_one(suite: str, placement: str, steps: int, sets: list[str], threads: in
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, metavar="SUITE:PLACEMENT:STEPS")
+    p.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, metavar="SUITE:PLACEMENT:STEPS[:SETS]")
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to every run")
     args = p.parse_args()
@@ -60,8 +65,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for spec in args.runs:
-            suite, placement, steps = spec.split(":")
-            r = run_one(suite, placement, int(steps), args.set, args.threads, Path(tmp))
+            suite, placement, steps, *extra = spec.split(":")
+            sets = args.set + (extra[0].split(",") if extra else [])
+            r = run_one(suite, placement, int(steps), sets, args.threads, Path(tmp))
             if "error" in r:
                 rows.append([f"`{r['command']}`", "failed", " ".join(r["error"]), "", "", ""])
             else:

@@ -97,8 +97,9 @@ def test_a_pickled_mixture_continues_exactly():
 def test_ppo_learns_breakout_with_envs_on_the_device(tmp_path):
     """The preset's PPO on MinAtar Breakout through the device path: the random policy scores
     ~0.5 a game; within 48k env steps the agent must do clearly better."""
-    cfg, _ = compose(REGISTRY, "minatar-single", steps=49152, sets=["probe_every=-1", "eval_every=-1", "threads=1"])
-    assert cfg.env_device == "auto"
+    cfg, _ = compose(REGISTRY, "minatar-single", steps=49152,
+                     sets=["probe_every=-1", "eval_every=-1", "threads=1", "env_device=tensor"])
     run_dir = train(cfg, REGISTRY, tmp_path, progress=False)
     summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["envs"] == "tensor"
     assert summary["final_return"]["minatar-breakout"] > 1.2, summary["final_return"]

@@ -109,6 +109,7 @@ def _training_lines(run_dir):
 
 @pytest.mark.parametrize("suite,algo,steps,sets", [
     ("minatar-continual", "ppo", 6 * 16 * 12, ["checkpoint_every=384"]),
+    ("minatar-continual", "ppo", 6 * 16 * 12, ["checkpoint_every=384", "env_device=tensor"]),
     ("minatar-single", "sac", 600, ["checkpoint_every=200", "num_envs=2", "net.hidden=[32]"]),
 ])
 def test_resumed_run_equals_the_uninterrupted_run(tmp_path, suite, algo, steps, sets):

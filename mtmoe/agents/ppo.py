@@ -95,7 +95,7 @@ class PPO:
         self.on_device = getattr(env, "on_device", False)  # a DeviceMixture: tensors in, tensors out
         if self.on_device:
             if cfg.per_task_reward_norm:
-                raise ConfigError("--set", "ppo.per_task_reward_norm", "is not available with envs on the device "
+                raise ConfigError("--set", "ppo.per_task_reward_norm", "is not available with tensor envs "
                                   "(set env_device=host)")
             self.final_obs = buf(t, n, *obs_space.shape, dtype=torch.uint8)
             self.truncs, self.ended = buf(t, n, dtype=torch.bool), buf(t, n, dtype=torch.bool)

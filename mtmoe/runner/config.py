@@ -45,7 +45,7 @@ class RunConfig:
     device: str = "auto"
     """auto | cpu | cuda (auto: CUDA when present)."""
     env_device: str = "auto"
-    """auto: PPO steps the envs on the agent's device when every task has a tensor backend (MinAtar); host: the Python backends."""
+    """tensor: PPO steps the envs on the agent's device when every task has a tensor backend (MinAtar); host: the Python backends; auto: tensor on CUDA, host on CPU."""
     log_every: int = 10_000
     """Env steps between metric lines (at least one PPO iteration)."""
     threads: int = 0
@@ -189,8 +189,8 @@ def compose(registry: Registry, suite_name: str, *, preset: str | None = None, a
         cfg = _apply(cfg, {"net": net_changes}, "command line", "")
     if sets:
         cfg = _apply(cfg, parse_sets(list(sets)), "--set", "")
-    if cfg.env_device not in ("auto", "host"):
-        raise ConfigError("--set", "env_device", f"expected auto or host, got {cfg.env_device!r}")
+    if cfg.env_device not in ("auto", "tensor", "host"):
+        raise ConfigError("--set", "env_device", f"expected auto, tensor or host, got {cfg.env_device!r}")
     if cfg.steps <= 0:
         raise ConfigError("command line", "steps", f"expected a positive number of env steps, got {cfg.steps}")
     cfg.net = dataclasses.replace(cfg.net, num_tasks=len(suite.tasks),

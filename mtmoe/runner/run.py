@@ -142,7 +142,10 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    env_device = device if cfg.env_device == "auto" and cfg.algo == "ppo" else None  # PPO's rollout takes tensors
+    # tensor envs pay on a GPU (no host round trip per step); on a CPU, at a preset's 64 envs, the
+    # Python loop is as fast (per-op cost), so there they are opt-in. PPO's rollout takes tensors.
+    tensor_envs = cfg.env_device == "tensor" or (cfg.env_device == "auto" and device.type == "cuda")
+    env_device = device if tensor_envs and cfg.algo == "ppo" else None
     env = make_mixture(cfg.suite, registry, num_envs=cfg.num_envs, steps=cfg.steps, switch_every=cfg.switch_every or None,
                        device=env_device)
     agent, nets = build_agent(cfg, env, device)
@@ -229,6 +232,7 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
         "moe": cfg.net.moe, "seed": cfg.seed, "steps": agent.global_step, "wall_time_s": round(elapsed, 1),
         "eval_and_probe_time_s": round(st.measuring, 1),
         "steps_per_s": round(agent.global_step / max(elapsed - st.measuring, 1e-9), 1), "device": str(device),
+        "envs": "tensor" if getattr(env, "on_device", False) else "host",
         "first_return": st.first_means, "final_return": st.log.means(), "final_normalized": st.log.norm_means(),
         "episodes": dict(st.log.count),
         "param_counts": {name: net.param_counts() for name, net in nets.items()},
