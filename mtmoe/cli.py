@@ -15,6 +15,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+ALGO_HELP = "a registered algorithm: ppo | sac | … (default: the suite's)"
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number > 0."""
     try:
@@ -82,12 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--positions", help="e.g. penultimate,final (default: the preset's)")
     p.add_argument("--experts", help="numbers of experts, e.g. 1,2,4,8")
     p.add_argument("--expert-widths", help="expert hidden sizes, e.g. 32,64")
-    p.add_argument("--algo", choices=["ppo", "sac"], help="default: the suite's")
+    p.add_argument("--algo", help=ALGO_HELP)
     p.add_argument("--preset", help="configs/<preset>.yaml (default: the suite's)")
     p.add_argument("--steps", type=positive_int, help="env steps per run (default: the suite's budget)")
     p.add_argument("--budget", help="a named budget of the suite")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--jobs", type=int, default=0, help="runs at once (default: one per GPU, else one per CPU core)")
+    p.add_argument("--jobs", type=int, default=0,
+                   help="runs at once (default: --runs-per-device per GPU, else one per CPU core)")
+    p.add_argument("--runs-per-device", type=positive_int, default=1, metavar="N",
+                   help="with GPUs: N runs share each GPU at once (default 1; CUDA_VISIBLE_DEVICES round-robin, "
+                        "CPU threads divided among the runs); no effect without a GPU")
     p.add_argument("--retries", type=int, default=1, help="relaunches of a failed run, from its checkpoint (default 1)")
     p.add_argument("--out", default="results/sweep", help="sweep folder (default: results/sweep)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field in every run")
@@ -136,7 +143,7 @@ def _report_args(p: argparse.ArgumentParser, name: str) -> None:
 
 def _net_args(p: argparse.ArgumentParser, suite_required: bool = True) -> None:
     p.add_argument("--suite", required=suite_required, help="suite name (see `mtmoe suites`)")
-    p.add_argument("--algo", choices=["ppo", "sac"], help="default: the suite's")
+    p.add_argument("--algo", help=ALGO_HELP)
     p.add_argument("--preset", help="configs/<preset>.yaml (default: the suite's)")
     p.add_argument("--placement", choices=["none", "actor", "critic", "both"], help="towers that get MoE layers")
     p.add_argument("--position", choices=["penultimate", "final", "all", "big"], help="where in a tower")
@@ -201,10 +208,11 @@ def _sweep(args) -> None:
         from mtmoe.sweep_ray import sweep_ray
 
         counts = sweep_ray(grid, load_registry(args.tasks_dir), Path(args.out), jobs=args.jobs,
-                           retries=args.retries, tasks_dirs=args.tasks_dir, address=args.address)
+                           retries=args.retries, tasks_dirs=args.tasks_dir, address=args.address,
+                           runs_per_device=args.runs_per_device)
     else:
         counts = sweep(grid, load_registry(args.tasks_dir), Path(args.out), jobs=args.jobs, retries=args.retries,
-                       tasks_dirs=args.tasks_dir)
+                       tasks_dirs=args.tasks_dir, runs_per_device=args.runs_per_device)
     print(f"sweep {args.out}: {counts['done']} run(s) finished ({counts['resumed']} resumed), "
           f"{counts['skipped']} already complete, {counts['failed']} failed", file=sys.stderr)
     if counts["failed"]:

@@ -4,8 +4,10 @@ Every grid point has a fixed folder, ``<out>/<suite>/<run name>``, so a sweep st
 finds its own work: a folder with ``summary.json`` is complete and skipped; one with a
 checkpoint is resumed from it; one without (killed before its first checkpoint) is moved aside
 to ``<name>.incomplete-<time>`` and started again. Runs are subprocesses (``python -m
-mtmoe.sweep RUN_DIR``), at most ``jobs`` at once (default: one per CPU core, or one per GPU);
-each gets ``cores // jobs`` torch threads and, with GPUs, its own ``CUDA_VISIBLE_DEVICES``.
+mtmoe.sweep RUN_DIR``), at most ``jobs`` at once (default: one per CPU core, or
+``runs_per_device`` per GPU); each gets ``cores // jobs`` torch threads and, with GPUs, its own
+``CUDA_VISIBLE_DEVICES`` naming one GPU, round-robin over the job slots (:func:`plan`), so that
+with ``jobs = runs_per_device × GPUs`` every GPU runs ``runs_per_device`` runs at once.
 A run that fails is retried (from its checkpoint) up to ``retries`` times; its output is in
 ``<run>/log.txt``.
 """
@@ -177,26 +179,64 @@ class _Job:
         return 0, {}
 
 
-def default_jobs() -> tuple[int, int]:
-    """(jobs, gpus): one job per GPU when CUDA is present, else one per CPU core."""
+def gpu_count() -> int:
+    """CUDA devices this process sees (0 without CUDA)."""
     import torch
 
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return (gpus or os.cpu_count() or 1), gpus
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def default_jobs(runs_per_device: int = 1) -> tuple[int, int]:
+    """(jobs, gpus): ``runs_per_device`` jobs per GPU when CUDA is present, else one per CPU core."""
+    gpus = gpu_count()
+    return (gpus * runs_per_device if gpus else (os.cpu_count() or 1)), gpus
+
+
+@dataclass
+class Plan:
+    """How a local sweep shares the machine: runs at once, torch threads per run, and the GPU of
+    each job slot (``gpu_of[slot]``, a ``CUDA_VISIBLE_DEVICES`` value; empty without GPUs)."""
+
+    jobs: int
+    threads: int
+    gpu_of: list[str]
+    note: str = ""
+
+
+def plan(jobs: int = 0, runs_per_device: int = 1) -> Plan:
+    """Jobs (``jobs``, or ``runs_per_device`` per GPU, or one per CPU core without GPUs), threads
+    (the cores divided among the jobs, at least 1) and each slot's GPU, round-robin: slot i runs on
+    GPU i mod #GPUs, so ``runs_per_device × #GPUs`` jobs put ``runs_per_device`` runs on each GPU.
+    GPU names are taken from this process's own ``CUDA_VISIBLE_DEVICES`` when it has one (so a
+    sweep started with ``CUDA_VISIBLE_DEVICES=2,3`` uses GPUs 2 and 3)."""
+    if runs_per_device < 1:
+        raise MtmoeError(f"--runs-per-device: expected a whole number > 0, got {runs_per_device}")
+    auto_jobs, gpus = default_jobs(runs_per_device)
+    note = ""
+    if not gpus and runs_per_device > 1:
+        note = (f"sweep: no GPU here, so --runs-per-device {runs_per_device} has no effect: {jobs or auto_jobs} "
+                f"run(s) at once ({'as --jobs says' if jobs else 'one per CPU core'})")
+    jobs = jobs or auto_jobs
+    cores = os.cpu_count() or 1
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    names = visible[:gpus] if len(visible) >= gpus else [str(i) for i in range(gpus)]
+    return Plan(jobs=jobs, threads=max(1, cores // jobs), gpu_of=[names[s % gpus] for s in range(jobs)] if gpus else [],
+                note=note)
 
 
 def sweep(grid: Grid, registry: Registry, out: Path, jobs: int = 0, retries: int = 1, tasks_dirs=(),
-          progress: bool | None = None, poll: float = 1.0) -> dict[str, int]:
+          progress: bool | None = None, poll: float = 1.0, runs_per_device: int = 1) -> dict[str, int]:
     """Run the grid; returns counts {done, failed, skipped}. See the module docstring."""
     configs = grid.configs(registry)
     if not configs:
         raise MtmoeError("sweep: the grid is empty")
-    auto_jobs, gpus = default_jobs()
-    jobs = jobs or auto_jobs
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    shape = plan(jobs, runs_per_device)
+    if shape.note:
+        print(shape.note, file=sys.stderr)
+    jobs, gpus = shape.jobs, len(set(shape.gpu_of))
     out.mkdir(parents=True, exist_ok=True)
     _record(out, grid, len(configs))
-    queue = _queue(configs, out, threads, gpus, _Job)
+    queue = _queue(configs, out, shape.threads, gpus, _Job)
     view = _View(queue, sys.stderr.isatty() if progress is None else progress)
     free = list(range(jobs))
     try:
@@ -207,7 +247,7 @@ def sweep(grid: Grid, registry: Registry, out: Path, jobs: int = 0, retries: int
                     free.append(job.slot)
             waiting = [j for j in queue if j.state == "queued"]
             while free and waiting:
-                _launch(waiting.pop(0), free.pop(0), gpus, tasks_dirs)
+                _launch(waiting.pop(0), free.pop(0), shape.gpu_of, tasks_dirs)
             view.update()
             if not any(j.state in ("queued", "running") for j in queue):
                 break
@@ -254,12 +294,12 @@ def _record(out: Path, grid: Grid, n: int) -> None:
     path.write_text(json.dumps(history, indent=2))
 
 
-def _launch(job: _Job, slot: int, gpus: int, tasks_dirs) -> None:
+def _launch(job: _Job, slot: int, gpu_of: list[str], tasks_dirs) -> None:
     state = prepare(job.run_dir, job.cfg)
     job.resumed = job.resumed or state == "resumable"
     env = dict(os.environ)
-    if gpus:
-        env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+    if gpu_of:
+        env["CUDA_VISIBLE_DEVICES"] = gpu_of[slot]
     cmd = [sys.executable, "-m", "mtmoe.sweep", str(job.run_dir)]
     for d in tasks_dirs:
         cmd += ["--tasks-dir", str(d)]

@@ -6,7 +6,8 @@ the same skip / resume / restart rules (:func:`mtmoe.sweep.prepare`), the same w
 ``<run>/log.txt`` and the same counts {done, failed, skipped, resumed}.
 
 Each run is one plain Ray task (``ray.remote``) asking for ``num_cpus`` = the run's torch threads
-and, when the cluster has GPUs, ``num_gpus=1`` (Ray sets ``CUDA_VISIBLE_DEVICES``). The task
+and, when the cluster has GPUs, ``num_gpus=1/runs_per_device`` (a fraction of a GPU when several
+runs share one; Ray sets ``CUDA_VISIBLE_DEVICES``). The task
 readies the folder and launches the worker subprocess; a run killed mid-way (node lost, sweep
 killed) leaves its checkpoint and is resumed when it is launched again. A worker that exits
 non-zero is relaunched by the driver, from its checkpoint, up to ``retries`` times; a Ray worker
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import os
 import signal
 import socket
@@ -136,8 +138,9 @@ def _reachable(address: str) -> None:
                          f"with `ray start --head --port={port}` there") from None
 
 
-def _shape(ray, jobs: int) -> tuple[int, int]:
-    """(threads per run, GPUs in the cluster): one run per GPU, else one per CPU core, unless --jobs."""
+def _shape(ray, jobs: int, runs_per_device: int = 1) -> tuple[int, int]:
+    """(threads per run, GPUs in the cluster): ``runs_per_device`` runs per GPU, else one per CPU core,
+    unless --jobs."""
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0]
     if not nodes:
         raise MtmoeError("sweep --backend ray: the Ray cluster has no node with CPUs")
@@ -147,18 +150,28 @@ def _shape(ray, jobs: int) -> tuple[int, int]:
     if jobs:
         threads = cpus // jobs
     elif gpus:
-        threads = min(int(n["CPU"]) // max(1, int(n.get("GPU", 0))) for n in nodes if n.get("GPU", 0))
+        threads = min(int(n["CPU"]) // (max(1, int(n.get("GPU", 0))) * runs_per_device)
+                      for n in nodes if n.get("GPU", 0))
     else:
         threads = 1
     return max(1, min(threads, node_cpus)), gpus
 
 
+def gpu_share(runs_per_device: int) -> float:
+    """Ray's ``num_gpus`` for one run when ``runs_per_device`` share a GPU: 1/N, rounded down to Ray's
+    4-decimal resource precision so that N of them fit on one GPU."""
+    return math.floor(10_000 / runs_per_device) / 10_000
+
+
 def sweep_ray(grid: Grid, registry: Registry, out: Path, jobs: int = 0, retries: int = 1, tasks_dirs=(),
-              progress: bool | None = None, poll: float = 1.0, address: str | None = None) -> dict[str, int]:
+              progress: bool | None = None, poll: float = 1.0, address: str | None = None,
+              runs_per_device: int = 1) -> dict[str, int]:
     """Run the grid on Ray; returns counts {done, failed, skipped, resumed}. See the module docstring.
 
     ``jobs`` (0: as many as the cluster's resources allow) caps the runs in flight and sets each
-    run's threads to the cluster's CPUs // jobs."""
+    run's threads to the cluster's CPUs // jobs; ``runs_per_device`` runs share each GPU."""
+    if runs_per_device < 1:
+        raise MtmoeError(f"--runs-per-device: expected a whole number > 0, got {runs_per_device}")
     ray = _import_ray()
     configs = grid.configs(registry)
     if not configs:
@@ -169,11 +182,14 @@ def sweep_ray(grid: Grid, registry: Registry, out: Path, jobs: int = 0, retries:
     queue: list[_RayJob] = []
     view = None
     try:
-        threads, gpus = _shape(ray, jobs)
+        threads, gpus = _shape(ray, jobs, runs_per_device)
+        if not gpus and runs_per_device > 1:
+            print(f"sweep: the Ray cluster has no GPU, so --runs-per-device {runs_per_device} has no effect",
+                  file=sys.stderr)
         _record(out, grid, len(configs))
         queue = _queue(configs, out, threads, gpus, _RayJob)
-        task = ray.remote(_attempt).options(num_cpus=threads, num_gpus=1 if gpus else 0, max_retries=retries,
-                                            retry_exceptions=False)
+        task = ray.remote(_attempt).options(num_cpus=threads, num_gpus=gpu_share(runs_per_device) if gpus else 0,
+                                            max_retries=retries, retry_exceptions=False)
         view = _View(queue, sys.stderr.isatty() if progress is None else progress)
         dirs = [str(Path(d).resolve()) for d in tasks_dirs]
         while True:

@@ -40,7 +40,7 @@ def suites_table(tasks_dirs) -> None:
     for col in ("suite", "mode", "tasks", "slots", "algo", "default budget", "description"):
         table.add_column(col, no_wrap=col != "description", overflow="fold")
     for s in sorted(reg.suites.values(), key=lambda s: s.name):
-        table.add_row(s.name, s.mode, str(len(s.tasks)), str(s.slots()), s.algo, f"{s.budget():,}", s.description)
+        table.add_row(s.name, s.mode, str(len(s.tasks)), str(s.slots()), s.algo or "-", f"{s.budget():,}", s.description)
     console.print(table)
 
 
@@ -60,6 +60,7 @@ def suite_spaces(suite, tasks):
 
 def nets_show(args) -> None:
     """The towers and parameter counts a run of this suite and placement would build."""
+    from mtmoe.agents.registry import get_algo
     from mtmoe.nets import show
     from mtmoe.runner.config import compose
 
@@ -67,7 +68,8 @@ def nets_show(args) -> None:
     cfg, suite = compose(reg, args.suite, preset=args.preset, algo=args.algo, steps=1, net_flags=net_flags(args),
                          sets=args.set)
     _, spaces = suite_spaces(suite, [reg.task(t) for t in suite.tasks])
-    console.print(show(spaces.observation_space, spaces.action_space, cfg.net, cfg.algo), highlight=False)
+    nets = get_algo(cfg.algo).networks(spaces.observation_space, spaces.action_space, cfg.net)
+    console.print(show(nets), highlight=False)
 
 
 def net_flags(args) -> dict:
@@ -88,7 +90,7 @@ def suite_show(name: str, tasks_dirs, steps=None, budget=None, num_envs=None) ->
     steps = steps or suite.budget(budget)
     slots = num_envs or suite.slots()
     console.print(f"[bold]{suite.name}[/bold] — {suite.description}")
-    console.print(f"mode: {suite.mode}; env slots: {slots}; algo: {suite.algo} (preset {suite.preset or '-'}); "
+    console.print(f"mode: {suite.mode}; env slots: {slots}; algo: {suite.algo or '-'} (preset {suite.preset or '-'}); "
                   f"task-id input: {'on' if suite.task_id_input else 'off'}; from {_where(suite.source)}")
     console.print("budgets: " + ", ".join(f"{k}={v:,}" for k, v in suite.budgets.items()) + f"; this view: {steps:,} env steps")
 

@@ -209,7 +209,8 @@ def test_summary_and_cli_names():
     text = render_summary(net)
     counts = net.param_counts()
     assert f"{counts['total']:,d}" in text and f"{counts['critic']:,d}" in text and "topk" in text
-    sac_text = show(VEC, CONT, cfg, algo="sac")
+    actor, q = build_sac(VEC, CONT, cfg)
+    sac_text = show({"actor": actor, "q1": q})
     assert "SACActor" in sac_text and "QNetwork" in sac_text
     assert set(NetConfig.cli_flags()) == {"--placement", "--position", "--moe", "--experts", "--expert-width",
                                           "--tokenizer"}

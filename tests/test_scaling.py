@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from mtmoe.metrics.flops import forward_flops, ppo_flops, train_flops
+from mtmoe.agents.ppo import ppo_flops
+from mtmoe.metrics.flops import forward_flops, train_flops
 from mtmoe.nets import NetConfig, build_actor_critic
 from mtmoe.scaling.report import scaling
 from mtmoe.scaling.sizes import matched_hidden

@@ -95,3 +95,134 @@ def test_a_failing_run_is_retried_then_reported(tmp_path):
     assert counts["failed"] == 1
     log = (run_dir / "log.txt").read_text()
     assert log.count("# ") == 2  # launched twice: the first try and one retry
+
+
+# ---------------------------------------------------------------- --runs-per-device: GPUs shared by several runs
+
+
+def _fake_machine(monkeypatch, gpus: int, cores: int = 16, visible: str | None = None):
+    import mtmoe.sweep as sweep_mod
+
+    monkeypatch.setattr(sweep_mod, "gpu_count", lambda: gpus)
+    monkeypatch.setattr(sweep_mod.os, "cpu_count", lambda: cores)
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+
+
+@pytest.mark.parametrize("gpus,per_device", [(1, 16), (2, 3), (4, 1)])
+def test_plan_puts_runs_per_device_runs_on_each_gpu(monkeypatch, gpus, per_device):
+    from collections import Counter
+
+    from mtmoe.sweep import plan
+
+    _fake_machine(monkeypatch, gpus)
+    shape = plan(0, per_device)
+    assert shape.jobs == gpus * per_device
+    assert Counter(shape.gpu_of) == {str(g): per_device for g in range(gpus)}
+    assert shape.gpu_of[:gpus] == [str(g) for g in range(gpus)]  # round-robin: the first runs spread out
+    assert shape.threads == max(1, 16 // (gpus * per_device)) and not shape.note
+
+
+def test_plan_keeps_jobs_and_the_callers_visible_gpus(monkeypatch):
+    from mtmoe.sweep import plan
+
+    _fake_machine(monkeypatch, gpus=2, visible="3,5")
+    shape = plan(jobs=5, runs_per_device=8)  # --jobs wins over N x GPUs
+    assert shape.jobs == 5 and shape.gpu_of == ["3", "5", "3", "5", "3"] and shape.threads == 3
+
+
+def test_plan_without_gpu_ignores_runs_per_device_with_a_note(monkeypatch):
+    from mtmoe.sweep import plan
+
+    _fake_machine(monkeypatch, gpus=0, cores=6)
+    shape = plan(0, 16)
+    assert shape.jobs == 6 and shape.gpu_of == [] and shape.threads == 1
+    assert "no effect" in shape.note and "\n" not in shape.note
+    assert plan(0, 1).note == ""
+    with pytest.raises(MtmoeError, match="--runs-per-device"):
+        plan(0, 0)
+
+
+def test_sweep_runs_at_most_runs_per_device_runs_on_each_gpu_at_once(monkeypatch, tmp_path):
+    """The scheduler with fake workers: 8 runs, 2 fake GPUs, 2 runs per GPU."""
+    from pathlib import Path
+
+    import mtmoe.sweep as sweep_mod
+
+    _fake_machine(monkeypatch, gpus=2, cores=8)
+    live: list = []
+    peak: dict[str, int] = {}
+    seen_env: list[tuple[str, str]] = []
+
+    class FakeProc:
+        def __init__(self, cmd, stdout=None, stderr=None, env=None):
+            self.gpu, self.run_dir, self.polls, self.returncode = env["CUDA_VISIBLE_DEVICES"], Path(cmd[3]), 0, None
+            live.append(self)
+            on_gpu = sum(p.gpu == self.gpu for p in live)
+            peak[self.gpu] = max(peak.get(self.gpu, 0), on_gpu)
+            cfg = json.loads((self.run_dir / "config.json").read_text())
+            seen_env.append((self.gpu, str(cfg["threads"])))
+
+        def poll(self):
+            self.polls += 1
+            if self.polls < 3:
+                return None
+            if self.returncode is None:
+                (self.run_dir / "summary.json").write_text("{}")
+                self.returncode = 0
+                live.remove(self)
+            return 0
+
+        def terminate(self):
+            pass
+
+        def wait(self, timeout=None):
+            return self.returncode
+
+    monkeypatch.setattr(sweep_mod.subprocess, "Popen", FakeProc)
+    grid = Grid(suites=["minatar-single"], seeds=[0, 1], placements=["none", "actor", "critic", "both"], steps=512,
+                sets=TINY)
+    counts = sweep(grid, REGISTRY, tmp_path, progress=False, poll=0.0, runs_per_device=2)
+    assert counts["done"] == 8 and counts["failed"] == 0
+    assert peak == {"0": 2, "1": 2}  # both GPUs full, never more than 2 runs on one
+    assert {t for _, t in seen_env} == {"2"}  # 8 cores / 4 runs at once
+
+
+def test_cli_passes_runs_per_device_to_both_backends(monkeypatch, tmp_path, capsys):
+    import mtmoe.sweep as sweep_mod
+    import mtmoe.sweep_ray as sweep_ray_mod
+    from mtmoe.cli import build_parser, main
+
+    got = {}
+
+    def fake(name):
+        def run(grid, registry, out, **kw):
+            got[name] = kw["runs_per_device"]
+            return {"done": 0, "failed": 0, "skipped": 0, "resumed": 0}
+        return run
+
+    monkeypatch.setattr(sweep_mod, "sweep", fake("local"))
+    monkeypatch.setattr(sweep_ray_mod, "sweep_ray", fake("ray"))
+    base = ["sweep", "--suite", "minatar-single", "--seeds", "0", "--steps", "512", "--out", str(tmp_path)]
+    assert main(base + ["--runs-per-device", "16"]) == 0
+    assert main(base + ["--runs-per-device", "4", "--backend", "ray"]) == 0
+    assert got == {"local": 16, "ray": 4}
+    assert build_parser().parse_args(base).runs_per_device == 1
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(base + ["--runs-per-device", "0"])
+    assert "--runs-per-device" in capsys.readouterr().err
+
+
+def test_ray_shares_a_gpu_between_runs_per_device_runs():
+    from types import SimpleNamespace
+
+    from mtmoe.sweep_ray import _shape, gpu_share
+
+    fake_ray = SimpleNamespace(nodes=lambda: [{"Alive": True, "Resources": {"CPU": 16.0, "GPU": 1.0}}])
+    assert _shape(fake_ray, 0, 1) == (16, 1)
+    assert _shape(fake_ray, 0, 4) == (4, 1)
+    assert _shape(fake_ray, 0, 16) == (1, 1)
+    assert gpu_share(1) == 1 and gpu_share(16) == 0.0625
+    assert 0.33 < gpu_share(3) and 3 * gpu_share(3) <= 1

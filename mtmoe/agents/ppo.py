@@ -22,7 +22,9 @@ import torch
 import torch.nn as nn
 
 from mtmoe.agents.common import RunningMeanStd, task_interference, to_device
+from mtmoe.agents.registry import register_algo
 from mtmoe.errors import ConfigError
+from mtmoe.metrics.flops import forward_flops, train_flops
 
 
 @dataclass
@@ -187,9 +189,22 @@ class PPO:
     # ------------------------------------------------------------------ loop
 
     def reset(self):
-        obs, info = self.env.reset(seed=self.seed)
+        self.restart_episodes(*self.env.reset(seed=self.seed))
+
+    def restart_episodes(self, obs, info) -> None:
         self.next_obs, self.next_info = obs, info
         self.next_done = torch.zeros(self.env.num_envs, device=self.device)
+
+    # ------------------------------------------------------------------ what the runner reads
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"actor_critic": self.net}
+
+    def probe_networks(self) -> dict[str, nn.Module]:
+        return {"actor_critic": self.net}
+
+    def flops_per_env_step(self, obs: torch.Tensor, task: torch.Tensor) -> dict[str, float]:
+        return ppo_flops(self.net, obs, task, self.cfg.update_epochs)
 
     def rollout(self) -> dict:
         if self.on_device:
@@ -348,8 +363,9 @@ class PPO:
         per_iter = self.steps_per_iteration()
         return max(1, total_steps // per_iter) * per_iter
 
-    def iterate(self, total_steps: int) -> Iterator[dict]:
-        """Rollout + update until `total_steps` env steps; yields per-iteration stats."""
+    def iterate(self, total_steps: int, log_every: int = 0) -> Iterator[dict]:
+        """Rollout + update until `total_steps` env steps; yields per-iteration stats (every
+        iteration: `log_every` is for the protocol, an iteration is PPO's smallest unit)."""
         if self.next_obs is None:
             self.reset()
         per_iter = self.steps_per_iteration()
@@ -363,3 +379,28 @@ class PPO:
             self._last_advantages, self._last_returns = adv, ret  # for task_gradient_cosines()
             stats = self.update(adv, ret)
             yield {"global_step": self.global_step, **stats, **data}
+
+
+def ppo_flops(net: nn.Module, obs: torch.Tensor, task: torch.Tensor, update_epochs: int) -> dict[str, float]:
+    """Counted FLOPs per env step of PPO with this network: one forward per collected observation
+    (the rollout) + update_epochs forward+backward passes per sample (each epoch visits each once)."""
+    n = obs.shape[0]
+    fwd, trn = forward_flops(net, obs, task) / n, train_flops(net, obs, task) / n
+    return {"forward_per_obs": fwd, "train_per_sample": trn, "per_env_step": fwd + update_epochs * trn}
+
+
+def build_ppo(run_cfg, env, device: torch.device) -> PPO:
+    from mtmoe.nets import build_actor_critic
+
+    net = build_actor_critic(env.single_observation_space, env.single_action_space, run_cfg.net).to(device)
+    return PPO(env, net, run_cfg.ppo, device, run_cfg.seed)
+
+
+def ppo_networks(obs_space, action_space, net_cfg) -> dict[str, nn.Module]:
+    from mtmoe.nets import build_actor_critic
+
+    return {"actor_critic": build_actor_critic(obs_space, action_space, net_cfg)}
+
+
+register_algo("ppo", PPOConfig, build_ppo, ppo_networks, critic="actor_critic", tensor_envs=True,
+              describe="PPO (discrete and continuous), actor-critic with an optional shared encoder")

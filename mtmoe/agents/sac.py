@@ -24,7 +24,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mtmoe.agents.common import task_interference, to_device
+from mtmoe.agents.registry import register_algo
 from mtmoe.agents.replay import ReplayBuffer
+from mtmoe.metrics.flops import forward_flops, train_flops
 
 
 @dataclass
@@ -181,6 +183,35 @@ class SAC:
 
     # ------------------------------------------------------------------ checkpoints
 
+    # ------------------------------------------------------------------ what the runner reads
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"actor": self.actor, "q1": self.q1, "q2": self.q2}
+
+    def probe_networks(self) -> dict[str, nn.Module]:
+        return {"actor": self.actor, "q1": self.q1}  # q2 is q1's twin
+
+    def restart_episodes(self, obs, info) -> None:
+        self.next_obs, self.next_info = obs, info
+
+    def flops_per_env_step(self, obs: torch.Tensor, task: torch.Tensor) -> dict[str, float]:
+        """One actor forward per env step (acting) + gradient_steps/train_freq updates per vector
+        step, each over a batch: actor forward on s and s', two target-Q forwards on s', two Q
+        forward+backward passes (critic loss) and, every policy_frequency updates, the actor
+        loss's Q forwards+backwards and the actor backward."""
+        cfg, n = self.cfg, obs.shape[0]
+        qa = () if self.discrete else (torch.zeros(n, *self.env.single_action_space.shape, device=obs.device),)
+        act_fwd = forward_flops(self.actor, obs, task) / n
+        q_fwd = forward_flops(self.q1, obs, *qa, task_id=task) / n
+        q_trn = train_flops(self.q1, obs, *qa, task_id=task) / n
+        a_trn = train_flops(self.actor, obs, task) / n
+        critic = 2 * act_fwd + 2 * q_fwd + 2 * q_trn  # actor on s' (shared with s), 2 target Qs, 2 online Qs
+        policy = a_trn + 2 * q_trn  # actor loss: backward through both Qs to the actions, then the actor
+        per_update = (critic + policy / max(1, cfg.policy_frequency)) * cfg.batch_size
+        updates_per_env_step = cfg.gradient_steps / (cfg.train_freq * self.env.num_envs)
+        return {"forward_per_obs": act_fwd, "per_update": per_update,
+                "per_env_step": act_fwd + updates_per_env_step * per_update}
+
     def state_dict(self) -> dict:
         """Everything a resumed run needs to continue exactly, replay buffer included."""
         nets = {k: getattr(self, k).state_dict() for k in ("actor", "q1", "q2", "q1_target", "q2_target")}
@@ -309,3 +340,23 @@ class SAC:
                 stats["alpha"] = self.log_alpha.exp().mean().item()
                 yield {"global_step": self.global_step, **stats, "episodes": episodes, "switches": switches}
                 episodes, switches, acc, since = [], [], {}, 0
+
+
+def sac_networks(obs_space, action_space, net_cfg) -> dict[str, nn.Module]:
+    from mtmoe.nets import build_sac
+
+    actor, q = build_sac(obs_space, action_space, net_cfg)
+    return {"actor": actor, "q1": q}
+
+
+def build_sac_agent(run_cfg, env, device: torch.device) -> SAC:
+    from mtmoe.nets import build_q_network
+
+    obs_space, act_space = env.single_observation_space, env.single_action_space
+    nets = sac_networks(obs_space, act_space, run_cfg.net)
+    q2 = build_q_network(obs_space, act_space, run_cfg.net)
+    return SAC(env, nets["actor"].to(device), nets["q1"].to(device), q2.to(device), run_cfg.sac, device, run_cfg.seed)
+
+
+register_algo("sac", SACConfig, build_sac_agent, sac_networks, critic="q1",
+              describe="SAC (continuous tanh-Gaussian and discrete), twin Q networks, automatic temperature")

@@ -5,7 +5,7 @@ Public API:
     build_actor_critic(obs_space, action_space, cfg) -> ActorCritic     (PPO)
     build_sac(obs_space, action_space, cfg) -> (SACActor, QNetwork)
     build_q_network(obs_space, action_space, cfg) -> QNetwork           (a twin Q)
-    render_summary(net) / show(obs_space, action_space, cfg, algo)      text summary
+    render_summary(net) / show({name: net})     text summary
     register_moe(name, cls) / register_torso(name, builder) / register_tokenizer(name, builder)
     MoELayer, routing_stats                     the contract for new MoE kinds
 """

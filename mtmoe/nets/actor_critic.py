@@ -280,6 +280,11 @@ class QNetwork(NetBase):
     The 'critic' placement applies here. For twin Qs build two (``build_q_network`` twice).
     """
 
+    @property
+    def probe_needs_action(self) -> bool:
+        """Probes feed Q(s, a) an action (zeros) when actions are continuous."""
+        return not self.discrete
+
     def __init__(self, obs_space: spaces.Space, action_space: spaces.Space, cfg: NetConfig):
         super().__init__()
         cfg = resolve_config(dataclasses.replace(cfg, shared_encoder=False), obs_space)

@@ -32,13 +32,6 @@ def render_summary(net: nn.Module) -> str:
     return "\n".join(lines)
 
 
-def show(obs_space, action_space, cfg=None, algo: str = "ppo") -> str:
-    """Summary text of the network(s) a config builds: PPO actor-critic, or SAC actor + Q."""
-    from .actor_critic import build_actor_critic, build_sac
-
-    if algo == "ppo":
-        return render_summary(build_actor_critic(obs_space, action_space, cfg))
-    if algo == "sac":
-        actor, q = build_sac(obs_space, action_space, cfg)
-        return render_summary(actor) + "\n" + render_summary(q)
-    raise ValueError("algo must be 'ppo' or 'sac'")
+def show(nets: dict[str, nn.Module]) -> str:
+    """Summary text of several networks (an algorithm's, from mtmoe.agents.registry), one after another."""
+    return "\n".join(render_summary(net) for net in nets.values())

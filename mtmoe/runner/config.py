@@ -1,7 +1,7 @@
 """Run configuration: task -> suite -> preset -> command line, composed into one RunConfig.
 
-Presets are ``configs/<name>.yaml`` with keys ``algo``, ``num_envs``, ``ppo`` or ``sac`` and
-``net``. ``--set key=value`` overrides any field by dotted path (``ppo.learning_rate=1e-3``,
+Presets are ``configs/<name>.yaml`` with keys ``algo``, ``num_envs``, ``net`` and one section per
+registered algorithm (``ppo:``, ``sac:``, …; mtmoe.agents.registry). ``--set key=value`` overrides any field by dotted path (``ppo.learning_rate=1e-3``,
 ``net.num_experts=8``, ``num_envs=32``); values are read as YAML scalars. Unknown keys and
 ill-typed values are errors naming the key.
 """
@@ -16,8 +16,7 @@ from typing import Any
 
 import yaml
 
-from mtmoe.agents.ppo import PPOConfig
-from mtmoe.agents.sac import SACConfig
+from mtmoe.agents.registry import ALGOS, DEFAULT_ALGO, algo_names, get_algo
 from mtmoe.errors import ConfigError
 from mtmoe.nets import NetConfig
 from mtmoe.tasks.registry import Registry
@@ -30,8 +29,8 @@ CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
 class RunConfig:
     suite: str
     """Suite name."""
-    algo: str = "ppo"
-    """ppo | sac."""
+    algo: str = DEFAULT_ALGO
+    """A registered algorithm (mtmoe.agents.registry): ppo | sac | …"""
     preset: str = ""
     """configs/<preset>.yaml that filled the algorithm and network fields."""
     seed: int = 0
@@ -57,7 +56,7 @@ class RunConfig:
     eval_episodes: int = 8
     """Evaluation episodes per task (deterministic policy, separate envs)."""
     eval_max_steps: int = 5000
-    """Vector steps one evaluation may take (a task with no finished game by then scores None)."""
+    """Vector steps one evaluation may take, and never more env steps than eval_every (a task with no finished game by then scores None)."""
     probe_every: int = 0
     """Env steps between plasticity/routing probes (0: 20 probes per run; -1: none)."""
     probe_per_task: int = 256
@@ -66,17 +65,37 @@ class RunConfig:
     """Placement none in a size family: the MoE size (e.g. e4-w256) whose critic parameter count the
     dense hidden widths were grown to match (set by `mtmoe sweep`)."""
     net: NetConfig = field(default_factory=NetConfig)
-    ppo: PPOConfig = field(default_factory=PPOConfig)
-    sac: SACConfig = field(default_factory=SACConfig)
+    algos: dict = field(default_factory=dict)
+    """Hyperparameters of every registered algorithm: name -> its config dataclass (read as
+    cfg.<name>, written to JSON and set with --set as the top-level section `<name>`)."""
+
+    def __post_init__(self):
+        algo_names()  # the built-in algorithms register on import
+        self.algos = {name: self.algos.get(name) or spec.config() for name, spec in ALGOS.items()}
+
+    def __getattr__(self, name: str):  # cfg.ppo, cfg.sac, cfg.<any registered algorithm>
+        algos = self.__dict__.get("algos") or {}
+        if name in algos:
+            return algos[name]
+        raise AttributeError(f"RunConfig has no field or algorithm section {name!r}")
+
+    @property
+    def algo_config(self):
+        """The running algorithm's hyperparameters."""
+        return self.algos[self.algo]
 
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "algos"}
+        data = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in data.items()}
+        data.update({name: dataclasses.asdict(c) for name, c in self.algos.items()})
+        return json.loads(json.dumps(data))
 
     @classmethod
     def from_dict(cls, data: dict, source: str) -> "RunConfig":
-        """The inverse of to_dict (keys that are not fields, like 'command', are ignored)."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return _apply(cls(suite=data["suite"]), {k: v for k, v in data.items() if k in fields}, source, "")
+        """The inverse of to_dict (keys that are neither fields nor algorithms, like 'command', are ignored)."""
+        cfg = cls(suite=data["suite"])
+        known = {f.name for f in dataclasses.fields(cls)} | set(cfg.algos)
+        return _apply(cfg, {k: v for k, v in data.items() if k in known and k != "algos"}, source, "")
 
 
 def preset_names() -> list[str]:
@@ -95,9 +114,10 @@ def load_preset(name: str) -> dict:
     if not path.is_file():
         raise ConfigError("--preset", "", f"no preset named {name!r} in configs/ (have: {', '.join(preset_names())})")
     data = yaml.safe_load(path.read_text()) or {}
-    unknown = set(data) - {"algo", "num_envs", "ppo", "sac", "net"}
+    allowed = {"algo", "num_envs", "net", *algo_names()}
+    unknown = set(data) - allowed
     if unknown:
-        raise ConfigError(str(path), sorted(unknown)[0], "unknown key (a preset has algo, num_envs, ppo, sac, net)")
+        raise ConfigError(str(path), sorted(unknown)[0], f"unknown key (a preset has {', '.join(sorted(allowed))})")
     return data
 
 
@@ -126,11 +146,18 @@ def _coerce(cls_field_default: Any, value: Any, source: str, key: str) -> Any:
 
 def _apply(obj: Any, changes: dict, source: str, prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(obj)}
+    sections = getattr(obj, "algos", None) if isinstance(obj, RunConfig) else None
     updates = {}
     for k, v in changes.items():
         key = f"{prefix}{k}"
+        if sections is not None and k in sections and k not in fields:  # an algorithm's section
+            if not isinstance(v, dict):
+                raise ConfigError(source, key, "expected a mapping")
+            updates["algos"] = {**updates.get("algos", sections), k: _apply(sections[k], v, source, key + ".")}
+            continue
         if k not in fields:
-            raise ConfigError(source, key, f"unknown key; known: {', '.join(sorted(fields))}")
+            known = sorted(set(fields) - {"algos"} | set(sections or ()))
+            raise ConfigError(source, key, f"unknown key; known: {', '.join(known)}")
         current = getattr(obj, k)
         if dataclasses.is_dataclass(current):
             if not isinstance(v, dict):
@@ -169,11 +196,17 @@ def compose(registry: Registry, suite_name: str, *, preset: str | None = None, a
     suite = registry.suite(suite_name)
     if not preset:
         check_suite_preset(suite)
-    cfg = RunConfig(suite=suite.name, algo=algo or suite.algo, seed=seed, device=device)
+    algo_name = algo or suite.algo or DEFAULT_ALGO
+    get_algo(algo_name, "--algo" if algo else suite.source)
+    cfg = RunConfig(suite=suite.name, algo=algo_name, seed=seed, device=device)
     if not preset and suite.preset and algo and not suite.preset.startswith(algo + "-"):
-        # e.g. --algo ppo on a suite whose preset is sac-mujoco: take ppo-mujoco
+        # e.g. --algo ppo on a suite whose preset is sac-mujoco: take ppo-mujoco (none if there is no such file)
         preset = algo + "-" + suite.preset.split("-", 1)[-1]
-    preset = preset or suite.preset
+        preset = preset if (CONFIGS_DIR / f"{preset}.yaml").is_file() else None
+        suite_preset = None
+    else:
+        suite_preset = suite.preset
+    preset = preset or suite_preset
     if preset:
         data = load_preset(preset)
         if algo and data.get("algo", algo) != algo:
@@ -201,6 +234,4 @@ def compose(registry: Registry, suite_name: str, *, preset: str | None = None, a
         cfg.net.validate()
     except ValueError as e:
         raise ConfigError("command line", "net", str(e)) from None
-    if cfg.algo not in ("ppo", "sac"):
-        raise ConfigError("command line", "algo", f"expected ppo or sac, got {cfg.algo!r}")
     return cfg, suite

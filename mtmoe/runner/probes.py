@@ -43,8 +43,7 @@ def collect_probe_batch(env: TaskMixture, per_task: int, seed: int) -> tuple[np.
 
 
 @torch.no_grad()
-def probe(nets: dict[str, torch.nn.Module], obs: torch.Tensor, task: torch.Tensor, task_names: list[str],
-          action_dim: int = 0) -> dict:
+def probe(nets: dict[str, torch.nn.Module], obs: torch.Tensor, task: torch.Tensor, task_names: list[str]) -> dict:
     """Nested dict: {task: {tower: {dormant@τ, srank, feature_norm}}, weight_norm: {tower},
     moe: {layer: {load_entropy, task_mi}}}. `nets` maps a name (actor_critic, actor, q1 …)
     to a network with `probe_activations()`; towers are the ones the network reports (actor,
@@ -52,8 +51,8 @@ def probe(nets: dict[str, torch.nn.Module], obs: torch.Tensor, task: torch.Tenso
     out: dict = {"tasks": {}, "weight_norm": {}, "moe": {}}
     for name, net in nets.items():
         kwargs = {}
-        if name.startswith("q") and action_dim:  # Q(s, a) probes need actions: use zeros
-            kwargs["action"] = torch.zeros(obs.shape[0], action_dim, device=obs.device)
+        if getattr(net, "probe_needs_action", False):  # Q(s, a) of continuous actions: probe at a = 0
+            kwargs["action"] = torch.zeros(obs.shape[0], net.action_dim, device=obs.device)
         for k, tname in enumerate(task_names):
             sel = task == k
             towers = net.probe_activations(obs[sel], task[sel], **{a: v[sel] for a, v in kwargs.items()})

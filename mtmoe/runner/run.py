@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mtmoe.agents.registry import get_algo
 from mtmoe.errors import MtmoeError
 from mtmoe.runner.config import RunConfig
 from mtmoe.tasks import make_mixture
@@ -74,35 +75,16 @@ def new_run_dir(out: Path, cfg: RunConfig, name: str | None = None) -> Path:
 
 
 def build_agent(cfg: RunConfig, env, device: torch.device):
-    from mtmoe.nets import build_actor_critic, build_q_network, build_sac
-
-    obs_space, act_space = env.single_observation_space, env.single_action_space
-    if cfg.algo == "ppo":
-        from mtmoe.agents.ppo import PPO
-
-        net = build_actor_critic(obs_space, act_space, cfg.net).to(device)
-        return PPO(env, net, cfg.ppo, device, cfg.seed), {"actor_critic": net}
-    from mtmoe.agents.sac import SAC
-
-    actor, q1 = build_sac(obs_space, act_space, cfg.net)
-    q2 = build_q_network(obs_space, act_space, cfg.net)
-    actor, q1, q2 = actor.to(device), q1.to(device), q2.to(device)
-    return SAC(env, actor, q1, q2, cfg.sac, device, cfg.seed), {"actor": actor, "q1": q1, "q2": q2}
+    """(the registered algorithm's agent, its networks by name)."""
+    agent = get_algo(cfg.algo).build(cfg, env, device)
+    return agent, agent.networks()
 
 
-def count_run_flops(cfg: RunConfig, env, nets: dict, device: torch.device, batch: int = 16) -> dict | None:
-    """Counted FLOPs per env step of this run's algorithm and networks (mtmoe.metrics.flops),
-    on a batch of observations sampled from the observation space."""
-    from mtmoe.metrics.flops import ppo_flops, sac_flops
-
+def flops_batch(env, device: torch.device, batch: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Observations sampled from the observation space (and task 0) to count FLOPs on."""
     space = env.single_observation_space
     obs = torch.from_numpy(np.stack([space.sample() for _ in range(batch)])).to(device)
-    task = torch.zeros(batch, dtype=torch.long, device=device)
-    if cfg.algo == "ppo":
-        return ppo_flops(nets["actor_critic"], obs, task, cfg.ppo.update_epochs)
-    act_space = env.single_action_space
-    action = None if hasattr(act_space, "n") else torch.zeros(batch, act_space.shape[0], device=device)
-    return sac_flops(nets["actor"], nets["q1"], nets["q2"], obs, task, action, cfg.sac, env.num_envs)
+    return obs, torch.zeros(batch, dtype=torch.long, device=device)
 
 
 class EpisodeLog:
@@ -143,13 +125,13 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     # tensor envs pay on a GPU (no host round trip per step); on a CPU, at a preset's 64 envs, the
-    # Python loop is as fast (per-op cost), so there they are opt-in. PPO's rollout takes tensors.
+    # Python loop is as fast (per-op cost), so there they are opt-in (for agents that take them)
     tensor_envs = cfg.env_device == "tensor" or (cfg.env_device == "auto" and device.type == "cuda")
-    env_device = device if tensor_envs and cfg.algo == "ppo" else None
+    env_device = device if tensor_envs and get_algo(cfg.algo).tensor_envs else None
     env = make_mixture(cfg.suite, registry, num_envs=cfg.num_envs, steps=cfg.steps, switch_every=cfg.switch_every or None,
                        device=env_device)
     agent, nets = build_agent(cfg, env, device)
-    flops = count_run_flops(cfg, env, nets, device)
+    flops = agent.flops_per_env_step(*flops_batch(env, device))
     if run_dir is not None and not resume:
         if any((run_dir / f).exists() for f in ("metrics.jsonl", "summary.json", CHECKPOINT)):
             raise MtmoeError(f"{run_dir} already holds results: resume it or choose another folder")
@@ -165,7 +147,7 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
     show = sys.stderr.isatty() if progress is None else progress
     planned = agent.planned_steps(cfg.steps)
     bar = _Progress(planned, env.task_names, show)
-    prober = _Prober(cfg, env, nets, device, writer)
+    prober = _Prober(cfg, env, agent.probe_networks(), device, writer)
     evaluation = _Evaluation(cfg, env, writer)
     st = _RunState(EpisodeLog(env.task_names))
     if resume:
@@ -175,7 +157,7 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
     ckpt_every = cfg.checkpoint_every if cfg.checkpoint_every > 0 else max(1, cfg.steps // 10)
     next_ckpt = (agent.global_step // ckpt_every + 1) * ckpt_every
     start = time.time() - st.elapsed
-    iterator = agent.iterate(cfg.steps, **({"log_every": cfg.log_every} if cfg.algo == "sac" else {}))
+    iterator = agent.iterate(cfg.steps, log_every=cfg.log_every)
     with open(run_dir / "metrics.jsonl", "a") as metrics:
         for stats in iterator:
             st.log.add(stats.pop("episodes"))
@@ -312,9 +294,7 @@ def _restore(run_dir: Path, cfg: RunConfig, env, agent, st: _RunState, prober, e
         env.close()
         env = pickle.loads(state["env"])
     else:  # not bit-exact: fresh episodes at the right point of the schedule
-        agent.next_obs, agent.next_info = env.resume_at(agent.global_step, cfg.seed + agent.global_step)
-        if hasattr(agent, "next_done"):
-            agent.next_done = torch.zeros_like(agent.next_done)
+        agent.restart_episodes(*env.resume_at(agent.global_step, cfg.seed + agent.global_step))
     agent.env = env
     st.__dict__.update(state["run"])
     prober.next, prober.last = state["prober"]
@@ -335,7 +315,6 @@ class _Prober:
         self.every = cfg.probe_every if cfg.probe_every > 0 else max(1, cfg.steps // 20)
         self.enabled = cfg.probe_every >= 0
         self.nets, self.writer, self.names = nets, writer, env.task_names
-        self.action_dim = 0 if hasattr(env.single_action_space, "n") else env.single_action_space.shape[0]
         self.next, self.last = 0, None
         self.interference = env.mode == "simultaneous" and env.num_tasks > 1  # tasks share each batch
         if self.enabled:
@@ -347,8 +326,7 @@ class _Prober:
             return
         from mtmoe.runner.probes import flatten, probe
 
-        probe_nets = {k: v for k, v in self.nets.items() if k != "q2"}  # q2 is q1's twin
-        self.last = probe(probe_nets, self.obs, self.task, self.names, self.action_dim)
+        self.last = probe(self.nets, self.obs, self.task, self.names)
         if self.interference and hasattr(agent, "task_gradient_cosines"):
             self.last["interference"] = agent.task_gradient_cosines()
         metrics.write(json.dumps({"global_step": step, "probe": self.last}) + "\n")
@@ -365,6 +343,8 @@ class _Evaluation:
 
         self.every = cfg.eval_every if cfg.eval_every > 0 else max(1, cfg.steps // 10)
         self.evaluator = Evaluator(env, cfg.eval_episodes, cfg.seed + 10_000, cfg.eval_max_steps) if cfg.eval_every >= 0 else None
+        if self.evaluator is not None:  # an evaluation never plays more env steps than the training between two
+            self.evaluator.cap = min(cfg.eval_max_steps, max(1, -(-self.every // self.evaluator.env.num_envs)))
         self.writer, self.next, self.last, self.last_step = writer, self.every, None, -1
 
     def maybe(self, step: int, metrics, agent, final: bool = False) -> None:

@@ -2,7 +2,8 @@
 
 In a scaling sweep (``--experts 1,4,16`` and/or ``--expert-widths …``) every MoE size has a
 dense twin: placement ``none`` with all hidden layers of one width w, w chosen so that the
-critic tower (PPO) or Q network (SAC) has the parameter count closest to that tower with the
+critic tower (the network the algorithm registers as its critic: PPO's critic tower, SAC's
+Q network) has the parameter count closest to that tower with the
 MoE in it at that size. So "none" also grows along the size axis, and returns can be read
 against parameters for every placement.
 """
@@ -15,11 +16,9 @@ from mtmoe.nets import NetConfig
 
 
 def _critic_params(cfg: NetConfig, algo: str, obs_space, act_space) -> int:
-    from mtmoe.nets import build_actor_critic, build_q_network
+    from mtmoe.agents.registry import critic_params
 
-    if algo == "sac":
-        return build_q_network(obs_space, act_space, cfg).param_counts()["total"]
-    return build_actor_critic(obs_space, act_space, cfg).param_counts()["critic"]
+    return critic_params(algo, obs_space, act_space, cfg)
 
 
 def matched_hidden(moe_cfg: NetConfig, algo: str, obs_space, act_space, max_width: int = 1 << 16) -> tuple[int, ...]:

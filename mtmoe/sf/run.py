@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mtmoe.agents.ppo import PPOConfig
 from mtmoe.errors import ConfigError, MtmoeError
 from mtmoe.runner.config import RunConfig, _apply, compose, parse_sets
 from mtmoe.sf import SFOptions, require_sample_factory
@@ -48,7 +49,7 @@ def split_sets(sets: list[str]) -> tuple[list[str], SFOptions]:
 
 
 def check_supported(cfg: RunConfig, suite) -> None:
-    if cfg.algo != "ppo":
+    if not isinstance(cfg.algo_config, PPOConfig):
         raise ConfigError("command line", "algo", "Sample Factory trains APPO only: use --algo ppo, or --backend "
                           "mtmoe for SAC")
     if suite.mode == "sequential":
@@ -56,7 +57,7 @@ def check_supported(cfg: RunConfig, suite) -> None:
                          "switches follow the global step count, which SF's worker processes do not share — "
                          "run continual suites with --backend mtmoe")
     if cfg.ppo.per_task_reward_norm or cfg.ppo.target_kl is not None:
-        raise ConfigError("--set", "ppo", "per_task_reward_norm and target_kl are not available with --backend "
+        raise ConfigError("--set", "ppo.per_task_reward_norm", "per_task_reward_norm and target_kl are not available with --backend "
                           "sample-factory")
 
 
@@ -268,7 +269,8 @@ def _finish(run_dir: Path, cfg: RunConfig, registry: Registry, device: torch.dev
     """Final evaluation and probe with mtmoe's tools, then summary.json."""
     from mtmoe.runner.evaluate import Evaluator
     from mtmoe.runner.probes import collect_probe_batch, probe
-    from mtmoe.runner.run import count_run_flops
+    from mtmoe.agents.ppo import ppo_flops
+    from mtmoe.runner.run import flops_batch
     from mtmoe.sf.train import RESULT
     from mtmoe.tasks import make_mixture
 
@@ -293,12 +295,11 @@ def _finish(run_dir: Path, cfg: RunConfig, registry: Registry, device: torch.dev
                 metrics.write(json.dumps({"global_step": step, "eval": evaluation}) + "\n")
             if cfg.probe_every >= 0:
                 obs, task = collect_probe_batch(env, cfg.probe_per_task, cfg.seed)
-                action_dim = 0 if hasattr(env.single_action_space, "n") else env.single_action_space.shape[0]
                 last_probe = probe(nets, torch.from_numpy(obs).to(device), torch.from_numpy(task).to(device),
-                                   env.task_names, action_dim)
+                                   env.task_names)
                 metrics.write(json.dumps({"global_step": step, "probe": last_probe}) + "\n")
         measuring = time.time() - t0
-        flops = count_run_flops(cfg, env, nets, device)
+        flops = ppo_flops(net, *flops_batch(env, device), cfg.ppo.update_epochs)  # APPO's passes are PPO's
         summary = {
             "suite": cfg.suite, "algo": "appo", "backend": BACKEND, "placement": cfg.net.placement,
             "position": cfg.net.position, "moe": cfg.net.moe, "seed": cfg.seed, "steps": step,

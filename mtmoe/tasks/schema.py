@@ -19,7 +19,6 @@ from mtmoe.tasks.backend import BACKENDS
 
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
 MODES = ("simultaneous", "sequential")
-ALGOS = ("ppo", "sac")
 ACTION_UNIONS = ("semantic", "positional")
 ATARI_TABLE = Path(__file__).parent / "data" / "atari_human_random.csv"
 
@@ -89,7 +88,8 @@ class SuiteSpec:
     """Give the networks the task id (one-hot); task-routed MoE needs it anyway."""
     action_union: Literal["semantic", "positional"] = "semantic"
     """How discrete action sets are merged: by action name, or by index (pad to largest)."""
-    algo: Literal["ppo", "sac"] = "ppo"
+    algo: str = ""
+    """A registered algorithm (checked by the runner); empty: the runner's default."""
     preset: str = ""
     """Default algorithm/network preset (a configs/*.yaml name)."""
     budgets: dict[str, int] = field(default_factory=dict)
@@ -287,7 +287,7 @@ def parse_suite(data: Any, source: str) -> tuple[SuiteSpec, bool]:
         cycles=r.positive_int("cycles", 1),
         task_id_input=r.get("task_id_input", bool, True),
         action_union=r.choice("action_union", ACTION_UNIONS, "semantic"),
-        algo=r.choice("algo", ALGOS, "ppo"),
+        algo=r.ident("algo") if "algo" in data else "",
         preset=r.get("preset", str, ""),
         budgets=budgets,
         description=r.get("description", str, ""),

@@ -52,7 +52,8 @@ class TensorGame:
         raise NotImplementedError
 
     def observe(self) -> torch.Tensor:
-        """(N, C, 10, 10) bool: minatar's ``state()`` of every env, channels first."""
+        """(N, C, 10, 10) bool: minatar's ``state()`` of every env, channels first. A new tensor
+        each call (no view of the game's state): callers may keep it."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -23,16 +23,20 @@ Rules, in the order of minatar's ``act``:
   refilled, the count drops by one (so a 6-diver surfacing leaves -1, and later surfacings
   cannot end the game until a diver is picked up) and, with ramping, the game speeds up.
 
-Layout: entities live in slot pools, (N, fields, slots) int16 tensors holding minatar's lists in
-list order with the free slots (all zero) at the end; a step appends at the first free slot,
-frees slots and compacts at its end. Fish and subs share one pool in spawn order (minatar keeps
-two lists; how they interleave never matters); ``state_dict`` gives minatar's two lists.
+Layout: entities live in slot pools, (N, fields, slots) int8 tensors. Fish and subs share one
+pool (minatar keeps two lists; how they interleave never matters) whose list order is given by
+each enemy's age in steps (one spawn per step at most: ages differ); free slots may sit anywhere.
+Divers and friendly bullets (2 slots each) are kept compacted in list order. ``state_dict``
+gives minatar's lists. The step avoids CPU-slow forms (see batch_ops): ``torch.where``,
+comparisons with numbers and broadcasting on the (N, 32) enemy slots.
 """
 
 from __future__ import annotations
 
 import torch
 
+from mtmoe.tasks.tensor_minatar.batch_ops import (any_rows, blend, compact_pair, in_order, select_rows, spread,
+                                                  winner)
 from mtmoe.tasks.tensor_minatar.game import TensorGame, randint, register_game
 
 MAX_OXYGEN = 200
@@ -44,38 +48,25 @@ ENEMY_SHOT_INTERVAL = 10
 DIVER_MOVE_INTERVAL = 5
 NOOP, LEFT, UP, RIGHT, DOWN, FIRE = range(6)
 
-INT = torch.int16
+INT = torch.int16  # per-env counters (oxygen reaches 200)
+SLOT = torch.int8  # entity fields, all within -1..127
+# Pool sizes: minatar's lists never grow longer (so a spawn always finds a free slot).
 ENEMY_SLOTS = 32  # at most 30 at once (a spawn every step, 30 steps to cross at move speed 2)
 DIVER_SLOTS = 2  # one per 30 steps, each gone within 59
 BULLET_SLOTS = 2  # one per 5 steps, each gone within 9
 X, Y, DX = 0, 1, 2  # DX: +1 heading right, -1 heading left
-E_MOVE, E_SHOT, E_IS_SUB, E_ALIVE = 3, 4, 5, 6
+E_MOVE, E_SHOT, E_IS_SUB, E_ALIVE, E_AGE = 3, 4, 5, 6, 7  # an enemy leaves within 60 steps: ages < 64
 D_MOVE, D_ALIVE = 3, 4
 B_ALIVE = 3
 
-COUNTERS = ("oxygen", "diver_count", "sub_x", "sub_y", "e_spawn_speed", "e_spawn_timer", "d_spawn_timer",
-            "move_speed", "ramp_index", "shot_timer")
+COUNTERS = ("e_spawn_timer", "d_spawn_timer", "shot_timer", "oxygen", "diver_count", "sub_x", "sub_y",
+            "e_spawn_speed", "move_speed", "ramp_index")  # the three timers first: they tick together
 FLAGS = ("sub_or", "surface", "terminal")
 START = {"oxygen": MAX_OXYGEN, "diver_count": 0, "sub_x": 5, "sub_y": 0, "e_spawn_speed": INIT_SPAWN_SPEED,
          "e_spawn_timer": INIT_SPAWN_SPEED, "d_spawn_timer": DIVER_SPAWN_SPEED, "move_speed": INIT_MOVE_INTERVAL,
          "ramp_index": 0, "shot_timer": 0, "sub_or": False, "surface": True, "terminal": False}
-
-
-def compact(pool: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """(N, F, K) pool with the ``keep`` slots moved to the front in their order, the rest zeroed."""
-    order = torch.argsort(keep.logical_not().to(torch.int8), dim=1, stable=True)
-    slots = torch.arange(pool.shape[2], device=pool.device)
-    kept = slots < keep.sum(1, keepdim=True)
-    return (pool.gather(2, order[:, None].expand_as(pool)) * kept[:, None]).to(pool.dtype)
-
-
-def pick(mask: torch.Tensor, key: torch.Tensor, largest: bool) -> torch.Tensor:
-    """(N, K) one-hot of the masked slot with the largest (or smallest) distinct ``key``."""
-    if largest:
-        best = torch.where(mask, key, -1).argmax(1, keepdim=True)
-    else:
-        best = torch.where(mask, key, 1 << 14).argmin(1, keepdim=True)
-    return mask & (torch.arange(mask.shape[1], device=mask.device) == best)
+FISH_FIELDS, SUB_FIELDS = [X, Y, DX, E_MOVE, E_ALIVE], [X, Y, DX, E_MOVE, E_SHOT, E_ALIVE]
+DIVER_FIELDS, BULLET_FIELDS = [X, Y, DX, D_MOVE, D_ALIVE], [X, Y, DX, B_ALIVE]
 
 
 @register_game
@@ -98,12 +89,21 @@ class Seaquest(TensorGame):
             setattr(self, name, self._flags[:, i])
         self._start_counters = torch.tensor([START[k] for k in COUNTERS], dtype=INT, device=dev)
         self._start_flags = torch.tensor([START[k] for k in FLAGS], device=dev)
-        self.enemies = torch.zeros(n, 7, ENEMY_SLOTS, dtype=INT, device=dev)
-        self.divers = torch.zeros(n, 5, DIVER_SLOTS, dtype=INT, device=dev)
-        self.f_bullets = torch.zeros(n, 4, BULLET_SLOTS, dtype=INT, device=dev)
+        self.enemies = torch.zeros(n, 8, ENEMY_SLOTS, dtype=SLOT, device=dev)
+        self.divers = torch.zeros(n, 5, DIVER_SLOTS, dtype=SLOT, device=dev)
+        self.f_bullets = torch.zeros(n, 4, BULLET_SLOTS, dtype=SLOT, device=dev)
         self.e_bullets = torch.zeros(n, 2, 10, 10, dtype=torch.uint8, device=dev)  # counts [heads left/right, y, x]
         self._cols = torch.arange(10, device=dev)
-        self._rank = torch.arange(ENEMY_SLOTS, dtype=INT, device=dev)
+        self._nines = torch.full((n, ENEMY_SLOTS), 9, dtype=torch.uint8, device=dev)
+        # New entities by heading (enemies: heads right * 2 + is sub): the fields that do not vary.
+        self._new_enemy = torch.zeros(4, 8, dtype=SLOT, device=dev)
+        for code in range(4):
+            right, sub = divmod(code, 2)
+            self._new_enemy[code, [X, DX, E_SHOT, E_IS_SUB, E_ALIVE]] = torch.tensor(
+                [9 - 9 * right, 2 * right - 1, ENEMY_SHOT_INTERVAL, sub, 1], dtype=SLOT, device=dev)
+        self._new_diver = torch.tensor([[9, 0, -1, DIVER_MOVE_INTERVAL, 1], [0, 0, 1, DIVER_MOVE_INTERVAL, 1]],
+                                       dtype=SLOT, device=dev)
+        self._new_bullet = torch.tensor([[0, 0, -1, 1], [0, 0, 1, 1]], dtype=SLOT, device=dev)
         self.reset(torch.ones(n, dtype=torch.bool, device=dev), torch.zeros(n, 0, device=dev))
 
     # ------------------------------------------------------------------ state
@@ -112,26 +112,26 @@ class Seaquest(TensorGame):
         self._counters.copy_(torch.where(mask[:, None], self._start_counters, self._counters))
         self._flags.copy_(torch.where(mask[:, None], self._start_flags, self._flags))
         for pool in (self.enemies, self.divers, self.f_bullets, self.e_bullets):
-            pool.masked_fill_(mask.view(-1, *[1] * (pool.dim() - 1)), 0)
+            pool *= ~mask.view(-1, *[1] * (pool.dim() - 1))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """minatar's attributes (its lists as (N, slots, fields) pools in list order, an alive flag
-        last: ``fish`` x, y, heads right, move timer; ``subs`` the same and the shot timer;
-        ``divers`` as fish; ``f_bullets`` x, y, heads right), ``e_bullets`` as counts per
+        """minatar's attributes; its lists as (N, slots, fields) pools in list order with an alive
+        flag last (``fish``: x, y, heads right, move timer; ``subs``: the same and the shot timer;
+        ``divers``: as fish; ``f_bullets``: x, y, heads right) and ``e_bullets`` as counts per
         [heads right, y, x]."""
         state = {name: getattr(self, name).clone() for name in COUNTERS + FLAGS}
         e = self.enemies
-        alive, is_sub = e[:, E_ALIVE].bool(), e[:, E_IS_SUB].bool()
+        alive, is_sub = e[:, E_ALIVE] > 0, e[:, E_IS_SUB] > 0
 
-        def rows(pool, fields):  # DX -> heads right, fields last
+        def rows(pool, fields):  # heads right instead of DX, fields last
             pool = pool.clone()
             pool[:, DX] = pool[:, DX] > 0
             return pool[:, fields].transpose(1, 2).contiguous()
 
-        state["fish"] = rows(compact(e, alive & ~is_sub), [X, Y, DX, E_MOVE, E_ALIVE])
-        state["subs"] = rows(compact(e, alive & is_sub), [X, Y, DX, E_MOVE, E_SHOT, E_ALIVE])
-        state["divers"] = rows(self.divers, [X, Y, DX, D_MOVE, D_ALIVE])
-        state["f_bullets"] = rows(self.f_bullets, [X, Y, DX, B_ALIVE])
+        state["fish"] = rows(in_order(e, alive & ~is_sub, e[:, E_AGE]), FISH_FIELDS)
+        state["subs"] = rows(in_order(e, alive & is_sub, e[:, E_AGE]), SUB_FIELDS)
+        state["divers"] = rows(self.divers, DIVER_FIELDS)
+        state["f_bullets"] = rows(self.f_bullets, BULLET_FIELDS)
         state["e_bullets"] = self.e_bullets.clone()
         return state
 
@@ -140,18 +140,21 @@ class Seaquest(TensorGame):
             getattr(self, name).copy_(state[name])
 
         def pool(rows, fields, width):  # the inverse of state_dict's rows()
-            out = torch.zeros(self.num_envs, width, rows.shape[1], dtype=INT, device=self.device)
-            out[:, fields] = rows.transpose(1, 2).to(device=self.device, dtype=INT)
-            out[:, DX] = torch.where(out[:, DX] > 0, 1, torch.where(out[:, -1] > 0, -1, 0))
+            out = torch.zeros(self.num_envs, width, rows.shape[1], dtype=SLOT, device=self.device)
+            out[:, fields] = rows.transpose(1, 2).to(device=self.device, dtype=SLOT)
+            out[:, DX] = torch.where(out[:, DX] > 0, 1, -out[:, fields[-1]])
             return out
 
-        fish = pool(state["fish"], [X, Y, DX, E_MOVE, E_ALIVE], 7)
-        subs = pool(state["subs"], [X, Y, DX, E_MOVE, E_SHOT, E_ALIVE], 7)
+        fish, subs = pool(state["fish"], FISH_FIELDS, 8), pool(state["subs"], SUB_FIELDS, 8)
         subs[:, E_IS_SUB] = subs[:, E_ALIVE]
+        for kind in (fish, subs):  # ages that keep each list's order
+            kind[:, E_AGE] = (kind[:, E_ALIVE].sum(1, keepdim=True) - 1 - torch.arange(ENEMY_SLOTS, device=self.device))
+            kind[:, E_AGE] *= kind[:, E_ALIVE]
         both = torch.cat([fish, subs], 2)
-        self.enemies.copy_(compact(both, both[:, E_ALIVE].bool())[..., :ENEMY_SLOTS])
-        self.divers.copy_(pool(state["divers"], [X, Y, DX, D_MOVE, D_ALIVE], 5))
-        self.f_bullets.copy_(pool(state["f_bullets"], [X, Y, DX, B_ALIVE], 4))
+        alive = both[:, E_ALIVE] > 0
+        self.enemies.copy_(in_order(both, alive, alive.to(SLOT))[..., :ENEMY_SLOTS])
+        self.divers.copy_(pool(state["divers"], DIVER_FIELDS, 5))
+        self.f_bullets.copy_(pool(state["f_bullets"], BULLET_FIELDS, 4))
 
     def difficulty(self) -> torch.Tensor:
         return self.ramp_index.long()
@@ -162,48 +165,45 @@ class Seaquest(TensorGame):
         live = ~self.terminal
         self._spawn(live, u)
         self._move_player(torch.where(live, action, NOOP))
+        sub_cell = (self.sub_y * 10 + self.sub_x).to(SLOT)
         reward = self._friendly_bullets(live)
-        self._divers(live)
-        reward += self._enemies(live)
+        self._divers(live, sub_cell[:, None])
+        reward += self._enemies(live, spread(live, ENEMY_SLOTS), spread(sub_cell, ENEMY_SLOTS))
         reward += self._timers_and_surface(live)
-        self.enemies = compact(self.enemies, self.enemies[:, E_ALIVE].bool())
-        self.divers = compact(self.divers, self.divers[:, D_ALIVE].bool())
-        self.f_bullets = compact(self.f_bullets, self.f_bullets[:, B_ALIVE].bool())
+        self.divers = compact_pair(self.divers, D_ALIVE)
+        self.f_bullets = compact_pair(self.f_bullets, B_ALIVE)
         return reward.float(), self.terminal.clone()
 
-    def _on_sub(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return (x == self.sub_x[:, None]) & (y == self.sub_y[:, None])
-
     @staticmethod
-    def _append(pool: torch.Tensor, alive: torch.Tensor, add: torch.Tensor, *fields) -> torch.Tensor:
-        """``pool`` with ``fields`` (each (N,) or a number) written at the first free slot where ``add``."""
-        slots = torch.arange(pool.shape[2], device=pool.device)
-        at = (slots == alive.sum(1, keepdim=True)) & add[:, None]
-        new = torch.stack([torch.as_tensor(f, device=pool.device).to(INT).expand(pool.shape[0]) for f in fields], 1)
-        return torch.where(at[:, None], new[..., None], pool)
+    def _append(pool: torch.Tensor, slot: torch.Tensor, add: torch.Tensor, new: torch.Tensor) -> None:
+        """Write ``new`` (N, fields) into ``pool`` at slot ``slot`` (N,) where ``add``."""
+        index = slot[:, None, None].expand(-1, pool.shape[1], 1)
+        pool.scatter_(2, index, torch.where(add[:, None, None], new[..., None], pool.gather(2, index)))
 
     def _spawn(self, live: torch.Tensor, u: torch.Tensor) -> None:
-        e = self.enemies
+        """An enemy into the first free slot, unless its row holds one heading the other way; a diver
+        after the divers."""
+        ex, ey, edx, _, _, _, e_alive, _ = self.enemies.unbind(1)
         spawn = live & (self.e_spawn_timer == 0)
-        heads_right, is_sub, row = u[:, 0] < 1 / 2, u[:, 1] < 1 / 3, randint(u[:, 2], 1, 9).to(INT)
-        dx = torch.where(heads_right, 1, -1).to(INT)
-        alive = e[:, E_ALIVE].bool()
-        blocked = (alive & (e[:, Y] == row[:, None]) & (e[:, DX] != dx[:, None])).any(1)
-        self.enemies = self._append(e, alive, spawn & ~blocked, torch.where(heads_right, 0, 9), row, dx,
-                                    self.move_speed, ENEMY_SHOT_INTERVAL, is_sub, 1)
+        heads_right, is_sub, row = u[:, 0] < 1 / 2, u[:, 1] < 1 / 3, randint(u[:, 2], 1, 9)
+        new = self._new_enemy[heads_right.long() * 2 + is_sub]
+        new[:, Y], new[:, E_MOVE] = row, self.move_speed
+        # rows signed by heading: one heading the other way in this row has -row * dx
+        blocked = any_rows((ey * edx == -(new[:, Y] * new[:, DX])[:, None]) & (e_alive > 0))
+        self._append(self.enemies, e_alive.argmin(1), spawn & ~blocked, new)  # the first free slot
         self.e_spawn_timer.copy_(torch.where(spawn, self.e_spawn_speed, self.e_spawn_timer))
 
         spawn = live & (self.d_spawn_timer == 0)
-        heads_right, row = u[:, 3] < 1 / 2, randint(u[:, 4], 1, 9)
-        self.divers = self._append(self.divers, self.divers[:, D_ALIVE].bool(), spawn, torch.where(heads_right, 0, 9),
-                                   row, torch.where(heads_right, 1, -1), DIVER_MOVE_INTERVAL, 1)
+        new = self._new_diver[(u[:, 3] < 1 / 2).long()]
+        new[:, Y] = randint(u[:, 4], 1, 9)
+        self._append(self.divers, self.divers[:, D_ALIVE].sum(1).clamp(max=DIVER_SLOTS - 1), spawn, new)
         self.d_spawn_timer.masked_fill_(spawn, DIVER_SPAWN_SPEED)
 
     def _move_player(self, action: torch.Tensor) -> None:
         fire = (action == FIRE) & (self.shot_timer == 0)
-        b = self.f_bullets
-        self.f_bullets = self._append(b, b[:, B_ALIVE].bool(), fire, self.sub_x, self.sub_y,
-                                      torch.where(self.sub_or, 1, -1), 1)
+        new = self._new_bullet[self.sub_or.long()]
+        new[:, X], new[:, Y] = self.sub_x, self.sub_y
+        self._append(self.f_bullets, self.f_bullets[:, B_ALIVE].sum(1).clamp(max=BULLET_SLOTS - 1), fire, new)
         self.shot_timer.masked_fill_(fire, SHOT_COOL_DOWN)
         left, right = action == LEFT, action == RIGHT
         self.sub_x.add_(right.to(INT) - left.to(INT)).clamp_(0, 9)
@@ -212,94 +212,98 @@ class Seaquest(TensorGame):
 
     def _friendly_bullets(self, live: torch.Tensor) -> torch.Tensor:
         """Bullets move; newest first, each hits the oldest fish, else the oldest sub, on its cell."""
-        b, e = self.f_bullets, self.enemies
-        flying = b[:, B_ALIVE].bool() & live[:, None]
-        b[:, X] += b[:, DX] * flying
-        flying &= (b[:, X] >= 0) & (b[:, X] <= 9)
-        e_alive = e[:, E_ALIVE].bool()
-        fish_first = e[:, E_IS_SUB] * ENEMY_SLOTS + self._rank  # the smallest is hit
+        bx, by, bdx, b_alive = self.f_bullets.unbind(1)
+        ex, ey, _, _, _, is_sub, e_alive, age = self.enemies.unbind(1)
+        flying = (b_alive > 0) & live[:, None]
+        bx += bdx * flying
+        flying &= (bx >= 0) & (bx <= 9)
+        bullet_cell = torch.where(flying, by * 10 + bx, -100)  # -100: no cell
+        enemy_cell, alive = ey * 10 + ex, e_alive.bool()
+        fish_first = age + 65 - is_sub * 64
         reward = torch.zeros(self.num_envs, dtype=INT, device=self.device)
         for j in reversed(range(BULLET_SLOTS)):
-            on_cell = e_alive & (e[:, X] == b[:, X, j, None]) & (e[:, Y] == b[:, Y, j, None]) & flying[:, j, None]
-            hit = pick(on_cell, fish_first, largest=False)
-            e_alive &= ~hit
-            struck = hit.any(1)
+            on_cell = alive & (enemy_cell == spread(bullet_cell[:, j], ENEMY_SLOTS))
+            alive &= ~winner(on_cell, fish_first)
+            struck = any_rows(on_cell)
             flying[:, j] &= ~struck
             reward += struck
-        b[:, B_ALIVE] = b[:, B_ALIVE] * (flying | ~live[:, None])
-        e[:, E_ALIVE] = e_alive
+        b_alive *= flying | ~live[:, None]
+        e_alive.copy_(alive)
         return reward
 
-    def _divers(self, live: torch.Tensor) -> None:
+    def _divers(self, live: torch.Tensor, sub_cell: torch.Tensor) -> None:
         """Divers on the sub are rescued (newest first, while fewer than 6 aboard); others move."""
-        d = self.divers
-        alive = d[:, D_ALIVE].bool() & live[:, None]
-        before = alive & self._on_sub(d[:, X], d[:, Y])
-        moving = alive & (d[:, D_MOVE] == 0)
-        d[:, D_MOVE] = torch.where(moving, DIVER_MOVE_INTERVAL, d[:, D_MOVE] - alive.to(INT))
-        d[:, X] += d[:, DX] * moving
-        gone = moving & ((d[:, X] < 0) | (d[:, X] > 9))
-        wants = before | (moving & ~gone & self._on_sub(d[:, X], d[:, Y]))
-        count = self.diver_count.clone()
-        rescued = torch.zeros_like(alive)
+        dx, dy, ddx, timer, d_alive = self.divers.unbind(1)
+        alive = (d_alive > 0) & live[:, None]
+        before = alive & (dy * 10 + dx == sub_cell)
+        moving = alive & (timer == 0)
+        timer -= alive.to(SLOT)
+        timer += (DIVER_MOVE_INTERVAL - timer) * moving
+        dx += ddx * moving
+        gone = moving & ((dx < 0) | (dx > 9))
+        wants = before | (moving & ~gone & (dy * 10 + dx == sub_cell))
+        count = self.diver_count  # counts up in place
+        rescued = []
         for j in reversed(range(DIVER_SLOTS)):  # the cap of 6 takes divers one at a time
-            rescued[:, j] = wants[:, j] & (count < 6)
-            count += rescued[:, j]
-        self.diver_count.copy_(count)
-        d[:, D_ALIVE] = d[:, D_ALIVE] * ~(rescued | gone)
+            rescued.append(wants[:, j] & (count < 6))
+            count += rescued[-1]
+        d_alive *= ~(torch.stack(rescued[::-1], 1) | gone)
 
-    def _enemies(self, live: torch.Tensor) -> torch.Tensor:
+    def _enemies(self, live: torch.Tensor, live_slots: torch.Tensor, sub_cell: torch.Tensor) -> torch.Tensor:
         """minatar's sub loop, enemy bullet loop and fish loop (they meet only through bullets)."""
-        e = self.enemies
-        alive = e[:, E_ALIVE].bool() & live[:, None]
-        touch = alive & self._on_sub(e[:, X], e[:, Y])
-        moving = alive & (e[:, E_MOVE] == 0)
-        e[:, E_MOVE] = torch.where(moving, self.move_speed[:, None], e[:, E_MOVE] - alive.to(INT))
-        e[:, X] += e[:, DX] * moving
-        gone = moving & ((e[:, X] < 0) | (e[:, X] > 9))
-        lands = moving & ~gone & self._on_sub(e[:, X], e[:, Y])
-        self.terminal |= (touch | lands).any(1)
+        ex, ey, edx, timer, shot_timer, is_sub, e_alive, age = self.enemies.unbind(1)
+        alive = e_alive.bool() & live_slots
+        touch = alive & (ey * 10 + ex == sub_cell)
+        moving = alive & ~timer.bool()  # timer 0
+        timer -= alive.to(SLOT)
+        timer += (spread(self.move_speed.to(SLOT), ENEMY_SLOTS) - timer) * moving
+        ex += edx * moving
+        gone = moving & (ex.view(torch.uint8) > self._nines)  # x -1 reads 255
+        cell = ey * 10 + ex
+        lands = moving & ~gone & (cell == sub_cell)
+        self.terminal |= any_rows(touch | lands)
         # Movers onto friendly bullets: each bullet, oldest first, takes the newest sub, else the
         # newest fish there (= minatar's subs-then-fish loops, newest first, each the oldest bullet).
         meets = moving & ~gone & ~lands
-        b = self.f_bullets
-        subs_first = e[:, E_IS_SUB] * ENEMY_SLOTS + self._rank  # the largest is hit
+        free = meets.clone()
+        bx, by, _, b_alive = self.f_bullets.unbind(1)
+        bullet_cell = torch.where(b_alive > 0, by * 10 + bx, -100)  # -100: no cell
+        subs_first = is_sub * 64 + 63 - age
         reward = torch.zeros(self.num_envs, dtype=INT, device=self.device)
         for j in range(BULLET_SLOTS):
-            on_cell = meets & (e[:, X] == b[:, X, j, None]) & (e[:, Y] == b[:, Y, j, None]) & b[:, B_ALIVE, j, None].bool()
-            hit = pick(on_cell, subs_first, largest=True)
-            meets &= ~hit
-            struck = hit.any(1)
-            b[:, B_ALIVE, j] *= ~struck
+            on_cell = free & (cell == spread(bullet_cell[:, j], ENEMY_SLOTS))
+            free &= ~winner(on_cell, subs_first)
+            struck = any_rows(on_cell)
+            b_alive[:, j] *= ~struck
             reward += struck
         # Every sub in the list at its turn fires on time, even one that just left or was shot.
-        in_list = alive & e[:, E_IS_SUB].bool()
-        fire = in_list & (e[:, E_SHOT] == 0)
-        e[:, E_SHOT] = torch.where(fire, ENEMY_SHOT_INTERVAL, e[:, E_SHOT] - in_list.to(INT))
-        self._enemy_bullets(live, fire)
-        shot = moving & ~gone & ~lands & ~meets
-        e[:, E_ALIVE] = e[:, E_ALIVE] * ~(gone | shot)
+        in_list = alive & is_sub.bool()
+        fire = in_list & ~shot_timer.bool()  # shot timer 0
+        shot_timer -= in_list.to(SLOT)
+        shot_timer += (ENEMY_SHOT_INTERVAL - shot_timer) * fire
+        self._enemy_bullets(live, fire & ~gone, cell.to(INT) + 50 * (edx + 1).to(INT))
+        e_alive *= ~(gone | (meets & ~free))
+        age += alive
         return reward
 
-    def _enemy_bullets(self, live: torch.Tensor, fire: torch.Tensor) -> None:
-        """Bullets of firing subs join; all move a cell, ending the game on the sub's cell before or after."""
-        e, n = self.enemies, self.num_envs
-        on_screen = fire & (e[:, X] >= 0) & (e[:, X] <= 9)  # the others would vanish this step
-        cell = (e[:, DX] > 0) * 100 + e[:, Y] * 10 + e[:, X]
-        self.e_bullets.view(n, 200).scatter_add_(1, (cell * on_screen).long(), on_screen.to(torch.uint8))
+    def _enemy_bullets(self, live: torch.Tensor, new: torch.Tensor, cell: torch.Tensor) -> None:
+        """Bullets join at ``cell`` (heads right * 100 + y * 10 + x) where ``new``; all move a cell,
+        ending the game on the sub's cell before or after (bullets off the screen would vanish)."""
+        n, bullets = self.num_envs, self.e_bullets
+        bullets.view(n, 200).scatter_add_(1, (cell * new).long(), new.to(torch.uint8))
         here = (self.sub_y * 10 + self.sub_x).long()[:, None, None].expand(n, 2, 1)
-        on_sub = lambda: (self.e_bullets.view(n, 2, 100).gather(2, here) > 0).flatten(1).any(1)
+        on_sub = lambda: self.e_bullets.view(n, 2, 100).gather(2, here).view(n, 2).amax(1) > 0
         self.terminal |= live & on_sub()
-        moved = torch.zeros_like(self.e_bullets)
-        moved[:, 0, :, :9] = self.e_bullets[:, 0, :, 1:]
-        moved[:, 1, :, 1:] = self.e_bullets[:, 1, :, :9]
-        self.e_bullets = torch.where(live[:, None, None, None], moved, self.e_bullets)
+        moved = torch.zeros_like(bullets)
+        moved[:, 0, :, :9] = bullets[:, 0, :, 1:]
+        moved[:, 1, :, 1:] = bullets[:, 1, :, :9]
+        self.e_bullets = select_rows(live, moved, bullets)
         self.terminal |= live & on_sub()
 
     def _timers_and_surface(self, live: torch.Tensor) -> torch.Tensor:
         """Timers tick; oxygen runs out below the surface; arriving at the surface rescues (or ends)."""
-        for timer in (self.e_spawn_timer, self.d_spawn_timer, self.shot_timer):
-            timer -= ((timer > 0) & live).to(INT)
+        timers = self._counters[:, :3]
+        timers -= ((timers > 0) & live[:, None]).to(INT)
         self.terminal |= live & (self.oxygen <= 0)
         below = live & (self.sub_y > 0)
         self.oxygen -= below.to(INT)
@@ -323,27 +327,27 @@ class Seaquest(TensorGame):
     # ------------------------------------------------------------------ observation
 
     def observe(self) -> torch.Tensor:
-        """Entities scattered into a flat (N, 10 * 100 + 1) buffer whose last cell takes the
-        absent ones; enemy bullets and the two gauges are written as planes."""
-        n, e, d, b = self.num_envs, self.enemies, self.divers, self.f_bullets
-        absent = 1000
+        """Entities scattered as flat cells channel * 100 + y * 10 + x (an absent one repeats the
+        sub's front cell, which is always set); enemy bullets and the gauges written as planes."""
+        n = self.num_envs
+        front = (self.sub_y * 10 + self.sub_x)[:, None]
+        ex, ey, edx, _, _, is_sub, e_alive, _ = self.enemies.unbind(1)
+        dx, dy, ddx, _, d_alive = self.divers.unbind(1)
+        bx, by, _, b_alive = self.f_bullets.unbind(1)
 
-        def cells(channel, x, y, valid):
-            return torch.where(valid, channel * 100 + y * 10 + x, absent)
+        def cells(valid, base, x, y):
+            return blend(valid > 0, base + (y * 10 + x).to(INT), front)
 
-        def trail(pool, alive):  # the cell it came from
-            x = pool[:, X] - pool[:, DX]
-            return cells(3, x, pool[:, Y], alive & (x >= 0) & (x <= 9))
+        def trail(valid, x, y, heading):  # the cell it came from
+            x = x - heading
+            return cells((valid > 0) & (x >= 0) & (x <= 9), 300, x, y)
 
-        sub_cell = self.sub_y * 10 + self.sub_x
-        e_alive, d_alive = e[:, E_ALIVE].bool(), d[:, D_ALIVE].bool()
-        index = torch.cat([torch.stack([sub_cell, sub_cell + torch.where(self.sub_or, 99, 101)], 1),
-                           cells(2, b[:, X], b[:, Y], b[:, B_ALIVE].bool()),
-                           cells(5 + e[:, E_IS_SUB], e[:, X], e[:, Y], e_alive), trail(e, e_alive),
-                           cells(9, d[:, X], d[:, Y], d_alive), trail(d, d_alive)], 1)
-        flat = torch.zeros(n, absent + 1, dtype=torch.bool, device=self.device)
-        flat.scatter_(1, index.long(), True)
-        obs = flat[:, :absent].view(n, 10, 10, 10)
+        back = front + torch.where(self.sub_or, 99, 101)[:, None]
+        index = torch.cat([front, back, cells(b_alive, 200, bx, by), trail(e_alive, ex, ey, edx),
+                           cells(e_alive, 500 + 100 * is_sub.to(INT), ex, ey), trail(d_alive, dx, dy, ddx),
+                           cells(d_alive, 900, dx, dy)], 1)
+        obs = torch.zeros(n, 10, 10, 10, dtype=torch.bool, device=self.device)
+        obs.view(n, 1000).scatter_(1, index.long(), True)
         obs[:, 4] = (self.e_bullets[:, 0] | self.e_bullets[:, 1]) > 0
         obs[:, 7, 9] = self._cols < (self.oxygen.clamp(min=0) * 10 // MAX_OXYGEN)[:, None]
         obs[:, 8, 9] = (self._cols >= 9 - self.diver_count[:, None]) & (self._cols < 9)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 
+from mtmoe.tasks.tensor_minatar.batch_ops import any_rows, select_rows
 from mtmoe.tasks.tensor_minatar.game import TensorGame, register_game
 
 SHOT_COOL_DOWN = 5
@@ -54,9 +55,9 @@ class SpaceInvaders(TensorGame):
         self.shot_timer = torch.zeros(n, **long)
         self.terminal = torch.zeros(n, dtype=torch.bool, device=dev)
         self._cols = torch.arange(10, device=dev)
-        self._cells = torch.arange(100, device=dev)
-        self._wave = torch.zeros(10, 10, dtype=torch.bool, device=dev)
-        self._wave[0:4, 2:8] = True
+        self._wave = torch.zeros(1, 10, 10, dtype=torch.bool, device=dev)
+        self._wave[:, 0:4, 2:8] = True
+        self._empty = torch.zeros_like(self._wave)
         self.reset(torch.ones(n, dtype=torch.bool, device=dev), torch.zeros(n, 0, device=dev))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -67,7 +68,7 @@ class SpaceInvaders(TensorGame):
         self.pos.masked_fill_(mask, 5)
         self.f_bullet_map.masked_fill_(grid, False)
         self.e_bullet_map.masked_fill_(grid, False)
-        self.alien_map.copy_(torch.where(grid, self._wave, self.alien_map))
+        self.alien_map.copy_(select_rows(mask, self._wave, self.alien_map))
         self.alien_dir.masked_fill_(mask, -1)
         self.enemy_move_interval.masked_fill_(mask, ENEMY_MOVE_INTERVAL)
         self.alien_move_timer.masked_fill_(mask, ENEMY_MOVE_INTERVAL)
@@ -88,13 +89,12 @@ class SpaceInvaders(TensorGame):
         self.pos.add_((live & (action == RIGHT)).long() - (live & (action == LEFT)).long()).clamp_(0, 9)
 
         # Bullets move (np.roll, then the wrapped row is cleared).
-        live_grid = live[:, None, None]
         up = torch.roll(self.f_bullet_map, -1, 1)
         up[:, 9] = False
         down = torch.roll(self.e_bullet_map, 1, 1)
         down[:, 0] = False
-        self.f_bullet_map = torch.where(live_grid, up, self.f_bullet_map)
-        self.e_bullet_map = torch.where(live_grid, down, self.e_bullet_map)
+        self.f_bullet_map = select_rows(live, up, self.f_bullet_map)
+        self.e_bullet_map = select_rows(live, down, self.e_bullet_map)
         self.terminal |= live & (self._at_cannon(self.e_bullet_map) | self._at_cannon(self.alien_map))
 
         self._move_aliens(live)
@@ -108,12 +108,12 @@ class SpaceInvaders(TensorGame):
         self.shot_timer -= ((self.shot_timer > 0) & live).long()
         self.alien_move_timer -= live.long()
         self.alien_shot_timer -= live.long()
-        cleared = live & ~self.alien_map.flatten(1).any(1)
+        cleared = live & ~any_rows(self.alien_map)
         if self.ramping:
             ramp = cleared & (self.enemy_move_interval > 6)
             self.enemy_move_interval -= ramp.long()
             self.ramp_index += ramp.long()
-        self.alien_map |= cleared[:, None, None] & self._wave
+        self.alien_map = select_rows(cleared, self._wave, self.alien_map)
         return reward, self.terminal.clone()
 
     def _move_aliens(self, live: torch.Tensor) -> None:
@@ -129,9 +129,9 @@ class SpaceInvaders(TensorGame):
         side = move & ~at_wall
         self.terminal |= turn & aliens[:, 9].any(1)
         self.alien_dir.copy_(torch.where(turn, -self.alien_dir, self.alien_dir))
-        sideways = torch.where(left[:, None, None], torch.roll(aliens, -1, 2), torch.roll(aliens, 1, 2))
-        moved = torch.where(turn[:, None, None], torch.roll(aliens, 1, 1), sideways)
-        self.alien_map = torch.where((turn | side)[:, None, None], moved, aliens)
+        sideways = select_rows(left, torch.roll(aliens, -1, 2), torch.roll(aliens, 1, 2))
+        moved = select_rows(turn, torch.roll(aliens, 1, 1), sideways)
+        self.alien_map = select_rows(turn | side, moved, aliens)
         self.terminal |= move & self._at_cannon(self.alien_map)
 
     def _alien_shot(self, live: torch.Tensor) -> None:
@@ -145,15 +145,16 @@ class SpaceInvaders(TensorGame):
         in_col = self.alien_map.gather(2, col[:, None, None].expand(-1, 10, 1))[:, :, 0]
         row = torch.where(in_col, self._cols, -1).amax(1)
         shoot &= occupied.any(1)  # minatar would crash on an empty wave; it never has one here
-        cell = (self._cells == (row * 10 + col)[:, None]) & shoot[:, None]
-        self.e_bullet_map |= cell.view(-1, 10, 10)
+        cell = (row.clamp(min=0) * 10 + col)[:, None]
+        flat = self.e_bullet_map.view(-1, 100)
+        flat.scatter_(1, cell, flat.gather(1, cell) | shoot[:, None])
 
     def observe(self) -> torch.Tensor:
         cannon = torch.zeros_like(self.alien_map)
         cannon[:, 9] = self._cols == self.pos[:, None]
-        left = (self.alien_dir < 0)[:, None, None]
-        aliens = self.alien_map
-        return torch.stack([cannon, aliens, aliens & left, aliens & ~left, self.f_bullet_map, self.e_bullet_map], 1)
+        left, aliens, empty = self.alien_dir < 0, self.alien_map, self._empty
+        return torch.stack([cannon, aliens, select_rows(left, aliens, empty), select_rows(left, empty, aliens),
+                            self.f_bullet_map, self.e_bullet_map], 1)
 
     def difficulty(self) -> torch.Tensor:
         return self.ramp_index.clone()

@@ -26,6 +26,7 @@ import torch
 
 from mtmoe.tasks.backend import BackendSpec
 from mtmoe.tasks.backends.minatar import LETTER_NAMES, game_module
+from mtmoe.tasks.tensor_minatar.batch_ops import select_rows
 from mtmoe.tasks.tensor_minatar.game import ACTION_LETTERS, GAMES, TensorGame
 
 
@@ -83,6 +84,9 @@ class TensorMinAtarVec:
         self._all = torch.ones(num_envs, dtype=torch.bool, device=self.device)
         self._never = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
         self.reset()
+        # A game without reset draws starts every episode in the same state: reuse its first
+        # observation instead of observing again after an autoreset.
+        self._start_obs = None if self.n_reset_draws else self.game.observe()[:1].view(torch.uint8).clone()
 
     def _uniforms(self, k: int) -> torch.Tensor:
         return torch.rand(self.num_envs, k, generator=self.generator, device=self.device)
@@ -94,7 +98,7 @@ class TensorMinAtarVec:
         self.game.reset(self._all, self._uniforms(self.n_reset_draws))
         self.steps.zero_()
         self.last_action.zero_()
-        return self.game.observe().to(torch.uint8)
+        return self.game.observe().view(torch.uint8)
 
     def step(self, actions: torch.Tensor) -> TensorStepResult:
         """``actions``: (N,) long in the (minimal or full) action set, on the device."""
@@ -116,11 +120,15 @@ class TensorMinAtarVec:
         else:
             truncated = self._never
         ended = terminated | truncated
-        final_obs = self.game.observe().to(torch.uint8)
+        final_obs = self.game.observe().view(torch.uint8)
         self.game.reset(ended, u_reset)
         self.steps.masked_fill_(ended, 0)
-        return TensorStepResult(obs=self.game.observe().to(torch.uint8), reward=reward, terminated=terminated,
-                                truncated=truncated.clone(), episode_end=ended, final_obs=final_obs)
+        if self._start_obs is None:
+            obs = self.game.observe().view(torch.uint8)
+        else:
+            obs = select_rows(ended, self._start_obs, final_obs)
+        return TensorStepResult(obs=obs, reward=reward, terminated=terminated, truncated=truncated.clone(),
+                                episode_end=ended, final_obs=final_obs)
 
     def difficulty(self) -> torch.Tensor:
         """(N,) long: each env's difficulty ramp (minatar's ``difficulty_ramp()``)."""
