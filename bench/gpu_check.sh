@@ -36,7 +36,7 @@ set -u
 # ---- sizes (GPU). An H200 is assumed no faster than ~10k training env steps/s for one preset run
 # (64 envs, 4 epochs x 8 minibatches per 8192 steps) and the install is assumed to take ~3 min.
 S=131072          # minatar-multitask runs: 16 PPO iterations of 64 envs x 128 steps
-S2=10240          # atari-multitask: 2 iterations of 40 envs x 128 steps
+S2=10240          # atari-multitask: 10 iterations of the preset's 8 envs x 128 steps
 S3=32768          # each of the 16 sweep runs: 4 iterations
 ENVS="1024 16384 65536"
 BENCH_SECONDS=0.5

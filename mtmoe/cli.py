@@ -29,6 +29,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 def _tasks_dir_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks-dir", action="append", default=[], metavar="DIR",
                    help="extra folder of task/suite YAML files (repeatable; also MTMOE_TASKS_PATH)")
@@ -61,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     _net_args(p, suite_required=False)
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint "
                    "(its config.json is used; other flags are ignored)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--steps", type=positive_int, help="env steps (default: the suite's budget)")
     p.add_argument("--budget", help="a named budget of the suite (see `mtmoe suites show`)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -90,12 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=positive_int, help="env steps per run (default: the suite's budget)")
     p.add_argument("--budget", help="a named budget of the suite")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--jobs", type=int, default=0,
+    p.add_argument("--jobs", type=non_negative_int, default=0,
                    help="runs at once (default: --runs-per-device per GPU, else one per CPU core)")
     p.add_argument("--runs-per-device", type=positive_int, default=1, metavar="N",
                    help="with GPUs: N runs share each GPU at once (default 1; CUDA_VISIBLE_DEVICES round-robin, "
                         "CPU threads divided among the runs); no effect without a GPU")
-    p.add_argument("--retries", type=int, default=1, help="relaunches of a failed run, from its checkpoint (default 1)")
+    p.add_argument("--retries", type=non_negative_int, default=1, help="relaunches of a failed run, from its checkpoint (default 1)")
     p.add_argument("--out", default="results/sweep", help="sweep folder (default: results/sweep)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field in every run")
     p.add_argument("--backend", choices=["local", "ray"], default="local",
@@ -180,6 +191,8 @@ def _run(args) -> None:
             data = json.loads(config.read_text())
         except (ValueError, OSError) as e:
             raise MtmoeError(f"--resume: {config} is unreadable ({e})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("suite"), str):
+            raise MtmoeError(f"--resume: {config} is not an mtmoe run config (no 'suite')")
         cfg = RunConfig.from_dict(data, str(config))
         run_dir = train(cfg, reg, Path(args.out), resume=Path(args.resume))
     else:

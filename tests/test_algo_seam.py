@@ -84,7 +84,7 @@ class Reinforce:
             loss = -(torch.stack(logps) * torch.stack(returns)).mean()
             self.opt.zero_grad(), loss.backward(), self.opt.step()
             self.global_step += self.steps_per_iteration()
-            yield {"global_step": self.global_step, "loss": float(loss), "episodes": episodes, "switches": []}
+            yield {"global_step": self.global_step, "loss": float(loss.detach()), "episodes": episodes, "switches": []}
 
     def networks(self):
         return {"actor_critic": self.net}

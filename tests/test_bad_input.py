@@ -87,6 +87,9 @@ def short_run(tmp_path_factory) -> Path:
 def test_a_short_run_still_writes_its_checkpoint_and_says_how_steps_were_rounded(short_run, capsys):
     assert (short_run / "checkpoint.pt").is_file()
     assert json.loads((short_run / "summary.json").read_text())["steps"] == 16
+    lines = [json.loads(x) for x in (short_run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["global_step"] for x in lines if "sps" in x] == [16]  # the last iteration is logged
+    assert json.loads((short_run / "config.json").read_text())["env_device"] == "host"  # what ran, for --resume
     out = short_run.parent.parent
     assert main(["run", "--suite", "minatar-single", "--steps", "20", "--out", str(out), *TINY]) == 0
     err = capsys.readouterr().err
@@ -122,3 +125,23 @@ def test_non_finite_loss_before_the_first_checkpoint_names_no_missing_file(tmp_p
     assert "non-finite loss" in line and "before its first checkpoint" in line
     (run_dir,) = (tmp_path / "minatar-single").iterdir()
     assert not (run_dir / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["run", "--suite", "minatar-single", "--seed", "-1"], "--seed"),
+    (["run", "--suite", "minatar-single", "--set", "num_envs=-3"], "num_envs"),
+    (["run", "--suite", "minatar-single", "--set", "ppo=1", "--set", "ppo.num_steps=2"], "ppo"),
+    (["run", "--suite", "minatar-single", "--set", "ppo.num_minibatches=0"], "ppo.num_minibatches"),
+    (["run", "--suite", "minatar-single", "--set", "algos=1"], "algos"),
+    (["run", "--suite", "mujoco-single", "--set", "env_device=tensor"], "env_device"),
+    (["run", "--suite", "gym-single", "--set", "env_device=tensor"], "env_device"),
+    (["sweep", "--suite", "minatar-single", "--jobs", "-1"], "--jobs"),
+])
+def test_more_bad_flags_are_one_line(capsys, argv, expected):
+    assert expected in one_line_error(argv, capsys)
+
+
+@pytest.mark.parametrize("text", ["{}", "[1]", "not json"])
+def test_resume_of_a_folder_whose_config_is_not_a_run_config(tmp_path, capsys, text):
+    (tmp_path / "config.json").write_text(text)
+    assert "config.json" in one_line_error(["run", "--resume", str(tmp_path)], capsys)

@@ -74,7 +74,7 @@ class PPO:
     def __init__(self, env, net: nn.Module, cfg: PPOConfig, device: torch.device | str = "cpu", seed: int = 0):
         self.env, self.net, self.cfg = env, net, cfg
         batch = env.num_envs * cfg.num_steps
-        if batch // cfg.num_minibatches < 2:  # advantages are normalized per minibatch
+        if cfg.num_minibatches < 1 or batch // cfg.num_minibatches < 2:  # advantages are normalized per minibatch
             raise ConfigError("--set", "ppo.num_minibatches",
                               f"{cfg.num_minibatches} minibatches of a {batch}-sample rollout ({env.num_envs} envs x "
                               f"{cfg.num_steps} steps) leave fewer than 2 samples each; use fewer minibatches or "
@@ -238,7 +238,8 @@ class PPO:
     def _rollout_on_device(self) -> dict:
         """The rollout over a DeviceMixture: no host transfer or sync inside the loop. Time-limit
         bootstrapping waits for the end of the rollout (the network does not change within it),
-        when one batched critic pass covers every truncated step; episodes are read once."""
+        when one batched critic pass covers every truncated step; episodes are read once (a few
+        device reads per iteration in all, none per step)."""
         cfg, env = self.cfg, self.env
         switches = []
         for step in range(cfg.num_steps):
@@ -257,7 +258,7 @@ class PPO:
             self.next_obs, self.next_info = next_obs, info
             if "switch" in info:
                 switches.append(info["switch"])
-        t_idx, slot = torch.nonzero(self.truncs, as_tuple=True)  # the rollout's one sync
+        t_idx, slot = torch.nonzero(self.truncs, as_tuple=True)  # syncs once per rollout, as episodes() does
         if t_idx.numel():
             with torch.no_grad():
                 values = self.net.critic(self.final_obs[t_idx, slot], self.task[t_idx, slot])
@@ -307,7 +308,7 @@ class PPO:
         stats = torch.zeros(7, device=self.device)  # pg, v, ent, aux, kl, clipfrac, count
         for _ in range(cfg.update_epochs):
             perm = torch.randperm(batch, generator=self.generator, device=self.device)
-            for start in range(0, batch, mb):
+            for start in range(0, mb * cfg.num_minibatches, mb):  # whole minibatches: a remainder is left out
                 idx = perm[start:start + mb]
                 m = b_mask[idx] if b_mask is not None else None
                 actor_out, value = self.net(b_obs[idx], b_task[idx])

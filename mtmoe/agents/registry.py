@@ -2,14 +2,15 @@
 
 An algorithm is registered once, in its own module::
 
-    register_algo("ppo", PPOConfig, build=PPO.from_run_config, networks=ppo_networks, critic="actor_critic")
+    register_algo("ppo", PPOConfig, build=build_ppo, networks=ppo_networks, critic="actor_critic")
 
 and everything outside ``mtmoe/agents/`` reads it from here: the runner builds the agent with
 ``build(run_config, env, device)`` and drives it through the :class:`Agent` protocol; the config
 layer gives each algorithm a ``--set <name>.<field>=...`` section typed by its config dataclass
 (and a preset's ``<name>:`` mapping); ``mtmoe nets show`` and the size sweeps build the networks
-with ``networks(obs_space, action_space, net_config)``. No module outside an agent's own file
-compares an algorithm's name (a test greps for it).
+with ``networks(obs_space, action_space, net_config)``. No module outside ``mtmoe/agents/`` holds an
+algorithm's name as a string (a test greps for it); the Sample Factory backend, which maps PPO's
+settings onto APPO, is the one place outside that reads a particular algorithm's config (PPOConfig).
 """
 
 from __future__ import annotations

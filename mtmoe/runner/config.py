@@ -73,6 +73,13 @@ class RunConfig:
         algo_names()  # the built-in algorithms register on import
         self.algos = {name: self.algos.get(name) or spec.config() for name, spec in ALGOS.items()}
 
+    def __setattr__(self, name: str, value) -> None:  # cfg.ppo = PPOConfig(...) goes to its section
+        algos = self.__dict__.get("algos")
+        if algos is not None and name in algos:
+            algos[name] = value
+        else:
+            object.__setattr__(self, name, value)
+
     def __getattr__(self, name: str):  # cfg.ppo, cfg.sac, cfg.<any registered algorithm>
         algos = self.__dict__.get("algos") or {}
         if name in algos:
@@ -147,6 +154,8 @@ def _coerce(cls_field_default: Any, value: Any, source: str, key: str) -> Any:
 def _apply(obj: Any, changes: dict, source: str, prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(obj)}
     sections = getattr(obj, "algos", None) if isinstance(obj, RunConfig) else None
+    if sections is not None:
+        fields.pop("algos")  # set through each algorithm's own section
     updates = {}
     for k, v in changes.items():
         key = f"{prefix}{k}"
@@ -156,7 +165,7 @@ def _apply(obj: Any, changes: dict, source: str, prefix: str) -> Any:
             updates["algos"] = {**updates.get("algos", sections), k: _apply(sections[k], v, source, key + ".")}
             continue
         if k not in fields:
-            known = sorted(set(fields) - {"algos"} | set(sections or ()))
+            known = sorted(set(fields) | set(sections or ()))
             raise ConfigError(source, key, f"unknown key; known: {', '.join(known)}")
         current = getattr(obj, k)
         if dataclasses.is_dataclass(current):
@@ -183,8 +192,12 @@ def parse_sets(pairs: list[str]) -> dict:
                 pass
         node = out
         parts = key.strip().split(".")
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError("--set", ".".join(parts[: i + 1]), "is set to a value and used as a section")
+        if isinstance(node.get(parts[-1]), dict):
+            raise ConfigError("--set", key.strip(), "is a section: set its fields (e.g. ppo.learning_rate=...)")
         node[parts[-1]] = value
     return out
 
@@ -224,6 +237,9 @@ def compose(registry: Registry, suite_name: str, *, preset: str | None = None, a
         cfg = _apply(cfg, parse_sets(list(sets)), "--set", "")
     if cfg.env_device not in ("auto", "tensor", "host"):
         raise ConfigError("--set", "env_device", f"expected auto, tensor or host, got {cfg.env_device!r}")
+    if cfg.seed < 0 or cfg.num_envs <= 0:
+        key, what = ("seed", "a whole number >= 0") if cfg.seed < 0 else ("num_envs", "a positive number of env slots")
+        raise ConfigError("command line", key, f"expected {what}, got {getattr(cfg, key)}")
     if cfg.steps <= 0:
         raise ConfigError("command line", "steps", f"expected a positive number of env steps, got {cfg.steps}")
     cfg.net = dataclasses.replace(cfg.net, num_tasks=len(suite.tasks),

@@ -7,6 +7,7 @@ TensorBoard events in ``tb/`` and ``summary.json`` at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from mtmoe.agents.registry import get_algo
-from mtmoe.errors import MtmoeError
+from mtmoe.errors import ConfigError, MtmoeError
 from mtmoe.runner.config import RunConfig
 from mtmoe.tasks import make_mixture
 from mtmoe.tasks.registry import Registry
@@ -74,6 +75,29 @@ def new_run_dir(out: Path, cfg: RunConfig, name: str | None = None) -> Path:
     return path
 
 
+def make_env(cfg: RunConfig, registry: Registry, device: torch.device):
+    """The run's mixture: tensor envs on the agent's device (a DeviceMixture) or the Python backends.
+
+    Tensor envs pay on a GPU (no host round trip per step); on a CPU, at a preset's 64 envs, the
+    Python loop is as fast (per-op cost), so there `auto` keeps the loop."""
+    from mtmoe.tasks.device_mixture import has_device_backend
+
+    tensor = cfg.env_device == "tensor" or (cfg.env_device == "auto" and device.type == "cuda")
+    if tensor and cfg.env_device == "tensor":  # asked for explicitly: say why it cannot be
+        suite = registry.suite(cfg.suite)
+        if not get_algo(cfg.algo).tensor_envs:
+            raise ConfigError("--set", "env_device", f"{cfg.algo} does not take tensor envs (use auto or host)")
+        if not has_device_backend([registry.task(t) for t in suite.tasks]):
+            raise ConfigError("--set", "env_device", f"not every task of {cfg.suite} has a tensor backend "
+                                                     "(MinAtar has one): use auto or host")
+    tensor = tensor and get_algo(cfg.algo).tensor_envs
+    try:
+        return make_mixture(cfg.suite, registry, num_envs=cfg.num_envs, steps=cfg.steps,
+                            switch_every=cfg.switch_every or None, device=device if tensor else None)
+    except ValueError as e:  # slots or schedule the suite cannot have (e.g. --set num_envs=-3)
+        raise ConfigError("--set", "num_envs/switch_every", str(e)) from None
+
+
 def build_agent(cfg: RunConfig, env, device: torch.device):
     """(the registered algorithm's agent, its networks by name)."""
     agent = get_algo(cfg.algo).build(cfg, env, device)
@@ -124,12 +148,9 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    # tensor envs pay on a GPU (no host round trip per step); on a CPU, at a preset's 64 envs, the
-    # Python loop is as fast (per-op cost), so there they are opt-in (for agents that take them)
-    tensor_envs = cfg.env_device == "tensor" or (cfg.env_device == "auto" and device.type == "cuda")
-    env_device = device if tensor_envs and get_algo(cfg.algo).tensor_envs else None
-    env = make_mixture(cfg.suite, registry, num_envs=cfg.num_envs, steps=cfg.steps, switch_every=cfg.switch_every or None,
-                       device=env_device)
+    env = make_env(cfg, registry, device)
+    if not resume:  # config.json records the envs that ran: a resume (on any machine) uses the same kind
+        cfg = dataclasses.replace(cfg, env_device="tensor" if getattr(env, "on_device", False) else "host")
     agent, nets = build_agent(cfg, env, device)
     flops = agent.flops_per_env_step(*flops_batch(env, device))
     if run_dir is not None and not resume:
@@ -168,7 +189,7 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
                     st.first_means[t] = m
             bar.update(step, st.log.means())
             bad = [k for k, v in stats.items() if isinstance(v, float) and not math.isfinite(v) and k != "explained_variance"]
-            if bad or step - st.last_log >= cfg.log_every or step >= cfg.steps or switches:
+            if bad or step - st.last_log >= cfg.log_every or step >= planned or switches:
                 st.last_log = step
                 elapsed = time.time() - start
                 line = {"global_step": step, "time": round(elapsed, 2),
@@ -191,7 +212,7 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
             prober.maybe(step, metrics, agent)
             evaluation.maybe(step, metrics, agent)
             st.measuring += time.time() - t0
-            if cfg.checkpoint_every >= 0 and step >= next_ckpt and step < cfg.steps:
+            if cfg.checkpoint_every >= 0 and step >= next_ckpt and step < planned:
                 metrics.flush()
                 st.elapsed = time.time() - start
                 _save(run_dir, env, agent, st, prober, evaluation, metrics.tell())
@@ -282,7 +303,7 @@ def _restore(run_dir: Path, cfg: RunConfig, env, agent, st: _RunState, prober, e
     if not path.is_file():
         raise MtmoeError(f"--resume {run_dir}: no {CHECKPOINT} there (the run wrote none yet)")
     try:
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=False, map_location=pick_device(cfg.device))
     except Exception as e:  # truncated, empty or foreign file: torch raises many kinds
         reason = (str(e).splitlines() or [""])[0].split(". ")[0][:100]
         raise MtmoeError(f"--resume: {path} is unreadable ({type(e).__name__}: {reason}); "
@@ -292,9 +313,17 @@ def _restore(run_dir: Path, cfg: RunConfig, env, agent, st: _RunState, prober, e
     agent.load_state_dict(state["agent"])
     if state["env"] is not None:
         env.close()
-        env = pickle.loads(state["env"])
+        try:
+            env = pickle.loads(state["env"])
+        except Exception as e:  # e.g. tensor envs saved on a GPU, resumed where there is none
+            raise MtmoeError(f"--resume: the envs saved in {path} cannot be restored here ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:100]})") from None
     else:  # not bit-exact: fresh episodes at the right point of the schedule
         agent.restart_episodes(*env.resume_at(agent.global_step, cfg.seed + agent.global_step))
+    if getattr(env, "on_device", False) != getattr(agent, "on_device", False):
+        raise MtmoeError(f"--resume: {path} holds {'tensor' if getattr(env, 'on_device', False) else 'Python-loop'} "
+                         f"envs; resume with --set env_device={'tensor' if getattr(env, 'on_device', False) else 'host'}"
+                         " in its config.json")
     agent.env = env
     st.__dict__.update(state["run"])
     prober.next, prober.last = state["prober"]
