@@ -15,15 +15,16 @@ from contextlib import contextmanager
 from typing import Hashable, Mapping, Sequence
 
 import numpy as np
-from rliable import library as rly
-from rliable import metrics as rly_metrics
 
-AGGREGATES = {
-    "iqm": rly_metrics.aggregate_iqm,
-    "mean": rly_metrics.aggregate_mean,
-    "median": rly_metrics.aggregate_median,
-    "optimality_gap": rly_metrics.aggregate_optimality_gap,
-}
+AGGREGATES = ("iqm", "mean", "median", "optimality_gap")
+"""Names of the aggregates (rliable's aggregate_<name>); rliable itself is imported when first used:
+it pulls in `arch` and costs ~2 s, which every `mtmoe run` process would otherwise pay."""
+
+
+def _aggregate(name: str):
+    from rliable import metrics as rly_metrics
+
+    return getattr(rly_metrics, f"aggregate_{name}")
 
 
 def min_max_normalize(score, low, high):
@@ -61,7 +62,9 @@ def interval_estimates(score_dict: Mapping[Hashable, np.ndarray], metrics: Seque
     scores = {k: np.asarray(v, dtype=float) for k, v in score_dict.items()}
 
     def func(x):
-        return np.array([AGGREGATES[m](x) for m in metrics])
+        return np.array([_aggregate(m)(x) for m in metrics])
+
+    from rliable import library as rly  # imported before seeding: importing must not move the RNG
 
     with _seeded_global_numpy(seed):
         points, cis = rly.get_interval_estimates(scores, func, method=method,
@@ -87,6 +90,9 @@ def probability_of_improvement(score_dict: Mapping[Hashable, np.ndarray],
     scores = {k: np.asarray(v, dtype=float) for k, v in score_dict.items()}
     pairs = list(itertools.combinations(scores, 2)) if pairs is None else [tuple(p) for p in pairs]
     pair_dict = {(x, y): [scores[x], scores[y]] for x, y in pairs}
+    from rliable import library as rly
+    from rliable import metrics as rly_metrics
+
     with _seeded_global_numpy(seed):
         points, cis = rly.get_interval_estimates(pair_dict, rly_metrics.probability_of_improvement,
                                                  reps=reps, confidence_interval_size=confidence)
