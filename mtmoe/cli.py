@@ -18,26 +18,27 @@ class _Parser(argparse.ArgumentParser):
 ALGO_HELP = "a registered algorithm: ppo | sac | … (default: the suite's)"
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number > 0."""
+def _whole_number(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value <= 0 or str(value) != text.strip().lstrip("+"):
+        value = minimum - 1
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected a whole number {'> 0' if minimum == 1 else '>= 0'}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number > 0 (written plainly: not 05 or 1_000)."""
+    value = _whole_number(text, 1)
+    if str(value) != text.strip().lstrip("+"):
         raise argparse.ArgumentTypeError(f"expected a whole number > 0, got {text!r}")
     return value
 
 
 def non_negative_int(text: str) -> int:
     """An argparse type: a whole number >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
+    return _whole_number(text, 0)
 
 
 def _tasks_dir_arg(p: argparse.ArgumentParser) -> None:

@@ -369,9 +369,9 @@ class PPO:
         iteration: `log_every` is for the protocol, an iteration is PPO's smallest unit)."""
         if self.next_obs is None:
             self.reset()
-        per_iter = self.steps_per_iteration()
-        num_iters = self.planned_steps(total_steps) // per_iter
-        while self.global_step < num_iters * per_iter:
+        per_iter, planned = self.steps_per_iteration(), self.planned_steps(total_steps)
+        num_iters = planned // per_iter
+        while self.global_step < planned:
             it = self.global_step // per_iter
             if self.cfg.anneal_lr:
                 self.optimizer.param_groups[0]["lr"] = self.cfg.learning_rate * self._lr_left(it, num_iters, per_iter)

@@ -214,12 +214,10 @@ def compose(registry: Registry, suite_name: str, *, preset: str | None = None, a
     cfg = RunConfig(suite=suite.name, algo=algo_name, seed=seed, device=device)
     if not preset and suite.preset and algo and not suite.preset.startswith(algo + "-"):
         # e.g. --algo ppo on a suite whose preset is sac-mujoco: take ppo-mujoco (none if there is no such file)
-        preset = algo + "-" + suite.preset.split("-", 1)[-1]
-        preset = preset if (CONFIGS_DIR / f"{preset}.yaml").is_file() else None
-        suite_preset = None
-    else:
-        suite_preset = suite.preset
-    preset = preset or suite_preset
+        derived = algo + "-" + suite.preset.split("-", 1)[-1]
+        preset = derived if (CONFIGS_DIR / f"{derived}.yaml").is_file() else None
+    elif not preset:
+        preset = suite.preset
     if preset:
         data = load_preset(preset)
         if algo and data.get("algo", algo) != algo:

@@ -2,7 +2,8 @@
 
 Evaluation runs a simultaneous twin of the suite's mixture (every task, whatever the suite's
 mode) with the agent's deterministic policy until each task has `episodes` finished games, or
-a step cap is hit (then a task may report fewer, or none: its score is None).
+a step cap is hit (then a task may report fewer, or none: its score is None). The cap is
+`max_vector_steps`, and with `max_env_steps` also that many env steps over all slots.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from mtmoe.tasks.mixture import TaskMixture, simultaneous_twin
 
 
 class Evaluator:
-    def __init__(self, env: TaskMixture, episodes: int, seed: int, max_vector_steps: int = 5000):
+    def __init__(self, env: TaskMixture, episodes: int, seed: int, max_vector_steps: int = 5000,
+                 max_env_steps: int | None = None):
         self.env = simultaneous_twin(env, max(1, min(episodes, 4)))
         self.episodes, self.seed, self.cap = episodes, seed, max_vector_steps
+        if max_env_steps is not None:
+            self.cap = min(self.cap, max(1, -(-max_env_steps // self.env.num_envs)))
         self.names = env.task_names
         self.calls = 0
         self.curves: dict[str, list[tuple[int, float]]] = {t: [] for t in self.names}

@@ -82,15 +82,14 @@ def make_env(cfg: RunConfig, registry: Registry, device: torch.device):
     Python loop is as fast (per-op cost), so there `auto` keeps the loop."""
     from mtmoe.tasks.device_mixture import has_device_backend
 
-    tensor = cfg.env_device == "tensor" or (cfg.env_device == "auto" and device.type == "cuda")
-    if tensor and cfg.env_device == "tensor":  # asked for explicitly: say why it cannot be
-        suite = registry.suite(cfg.suite)
-        if not get_algo(cfg.algo).tensor_envs:
+    takes_tensors = get_algo(cfg.algo).tensor_envs
+    if cfg.env_device == "tensor":  # asked for explicitly: say why it cannot be
+        if not takes_tensors:
             raise ConfigError("--set", "env_device", f"{cfg.algo} does not take tensor envs (use auto or host)")
-        if not has_device_backend([registry.task(t) for t in suite.tasks]):
+        if not has_device_backend([registry.task(t) for t in registry.suite(cfg.suite).tasks]):
             raise ConfigError("--set", "env_device", f"not every task of {cfg.suite} has a tensor backend "
                                                      "(MinAtar has one): use auto or host")
-    tensor = tensor and get_algo(cfg.algo).tensor_envs
+    tensor = takes_tensors and (cfg.env_device == "tensor" or (cfg.env_device == "auto" and device.type == "cuda"))
     try:
         return make_mixture(cfg.suite, registry, num_envs=cfg.num_envs, steps=cfg.steps,
                             switch_every=cfg.switch_every or None, device=device if tensor else None)
@@ -320,10 +319,10 @@ def _restore(run_dir: Path, cfg: RunConfig, env, agent, st: _RunState, prober, e
                              f"{str(e).splitlines()[0][:100]})") from None
     else:  # not bit-exact: fresh episodes at the right point of the schedule
         agent.restart_episodes(*env.resume_at(agent.global_step, cfg.seed + agent.global_step))
-    if getattr(env, "on_device", False) != getattr(agent, "on_device", False):
-        raise MtmoeError(f"--resume: {path} holds {'tensor' if getattr(env, 'on_device', False) else 'Python-loop'} "
-                         f"envs; resume with --set env_device={'tensor' if getattr(env, 'on_device', False) else 'host'}"
-                         " in its config.json")
+    saved_tensor_envs = getattr(env, "on_device", False)
+    if saved_tensor_envs != getattr(agent, "on_device", False):
+        raise MtmoeError(f"--resume: {path} holds {'tensor' if saved_tensor_envs else 'Python-loop'} envs; resume "
+                         f"with env_device={'tensor' if saved_tensor_envs else 'host'} in its config.json")
     agent.env = env
     st.__dict__.update(state["run"])
     prober.next, prober.last = state["prober"]
@@ -371,9 +370,9 @@ class _Evaluation:
         from mtmoe.runner.evaluate import Evaluator
 
         self.every = cfg.eval_every if cfg.eval_every > 0 else max(1, cfg.steps // 10)
-        self.evaluator = Evaluator(env, cfg.eval_episodes, cfg.seed + 10_000, cfg.eval_max_steps) if cfg.eval_every >= 0 else None
-        if self.evaluator is not None:  # an evaluation never plays more env steps than the training between two
-            self.evaluator.cap = min(cfg.eval_max_steps, max(1, -(-self.every // self.evaluator.env.num_envs)))
+        # an evaluation never plays more env steps than the training between two of them
+        self.evaluator = (Evaluator(env, cfg.eval_episodes, cfg.seed + 10_000, cfg.eval_max_steps, self.every)
+                          if cfg.eval_every >= 0 else None)
         self.writer, self.next, self.last, self.last_step = writer, self.every, None, -1
 
     def maybe(self, step: int, metrics, agent, final: bool = False) -> None:

@@ -16,7 +16,7 @@ import gymnasium as gym
 import torch
 
 from mtmoe.tasks.backend import BACKENDS
-from mtmoe.tasks.mixture import SEED_STRIDE, phase_task_ids, plan_schedule, slot_layout
+from mtmoe.tasks.mixture import phase_at, phase_task_ids, plan_schedule, slot_layout, task_seed
 from mtmoe.tasks.schema import SuiteSpec, TaskSpec
 from mtmoe.tasks.spaces import UnifiedSpaces, unify
 
@@ -73,7 +73,7 @@ class DeviceMixture:
         self.action_mask = self._masks[self.task_id]
 
     def _task_seed(self, k: int) -> int | None:
-        return None if self._seed is None else self._seed + SEED_STRIDE * (k + 1) + SEED_STRIDE * 97 * self.phase
+        return task_seed(self._seed, k, self.phase)
 
     def _put(self, out: torch.Tensor, k: int, task_obs: torch.Tensor) -> None:
         out[self.slices[k], : self._channels[k]] = task_obs  # channels past the task's stay zero
@@ -101,9 +101,7 @@ class DeviceMixture:
     def resume_at(self, global_step: int, seed: int | None = None):
         """Fresh episodes at the phase of `global_step` (as TaskMixture.resume_at)."""
         self.reset(seed=seed)
-        self.global_step = global_step
-        while self.schedule and self.schedule[self.phase].end is not None and global_step >= self.schedule[self.phase].end:
-            self.phase += 1
+        self.global_step, self.phase = global_step, phase_at(self.schedule, global_step)
         self._set_slot_tables()
         return self._reset_active(), self._info()
 

@@ -82,6 +82,19 @@ def slot_layout(suite: SuiteSpec, num_tasks: int, num_envs: int | None,
     return n, [n] * num_tasks, [slice(0, n)] * num_tasks
 
 
+def task_seed(seed: int | None, task: int, phase: int) -> int | None:
+    """The reset seed of one task's backend in one phase (None: unseeded)."""
+    return None if seed is None else seed + SEED_STRIDE * (task + 1) + SEED_STRIDE * 97 * phase
+
+
+def phase_at(schedule: list[Phase], global_step: int) -> int:
+    """The index of the phase that `global_step` falls in (0 for a simultaneous suite)."""
+    phase = 0
+    while schedule and schedule[phase].end is not None and global_step >= schedule[phase].end:
+        phase += 1
+    return phase
+
+
 def phase_task_ids(schedule: list[Phase], phase: int, slices: list[slice], num_envs: int) -> tuple[list[int], np.ndarray]:
     """(tasks running in this phase, task id of every slot)."""
     active = [schedule[phase].task_index] if schedule else list(range(len(slices)))
@@ -133,7 +146,7 @@ class TaskMixture(gym.vector.VectorEnv):
         self.task_id.flags.writeable = self.action_mask.flags.writeable = False
 
     def _task_seed(self, k: int) -> int | None:
-        return None if self._seed is None else self._seed + SEED_STRIDE * (k + 1) + SEED_STRIDE * 97 * self.phase
+        return task_seed(self._seed, k, self.phase)
 
     def _new_obs(self) -> np.ndarray:
         return np.zeros((self.num_envs, *self.single_observation_space.shape), self.single_observation_space.dtype)
@@ -167,9 +180,7 @@ class TaskMixture(gym.vector.VectorEnv):
         """Reset, then stand at `global_step` of the schedule (for resuming a run whose envs could
         not be saved): the phase of that step, with fresh episodes of its task(s)."""
         self.reset(seed=seed)
-        self.global_step = global_step
-        while self.schedule and self.schedule[self.phase].end is not None and global_step >= self.schedule[self.phase].end:
-            self.phase += 1
+        self.global_step, self.phase = global_step, phase_at(self.schedule, global_step)
         self._set_slot_tables()
         obs = self._new_obs()
         for k in self.active_tasks:

@@ -102,7 +102,7 @@ def check_gym_id(env: str) -> str | None:
         module, name = env.split(":", 1)
         try:
             importlib.import_module(module)
-        except Exception as e:  # ImportError, or a malformed name such as '' or '.x' 
+        except Exception as e:  # ImportError, or a malformed name such as '' or '.x'
             return f"cannot import module {module!r} for gymnasium id {env!r} ({e})"
     if name.startswith("ALE/"):
         import ale_py  # noqa: F401  (registers the ALE ids)
