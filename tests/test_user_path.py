@@ -99,3 +99,25 @@ def test_headline_command_as_the_readme_shows_it(tmp_path):
     assert done.stderr.startswith("mtmoe: training ppo on atari-multitask")
     assert "final eval" in done.stdout and "Traceback" not in done.stderr
     _check_run(suite, tmp_path, int(args[args.index("--steps") + 1]))
+
+
+@pytest.mark.parametrize("name,preset", [("minatar-multitask", "dqn-minatar"), ("atari-single", "dqn-atari")])
+def test_dqn_on_its_presets_end_to_end(tmp_path, capsys, name, preset):
+    """`mtmoe run --suite S --algo dqn --placement critic` takes the dqn preset of the suite's family."""
+    suite = REGISTRY.suite(name)
+    steps = 3 * 64
+    sets = ["dqn.learning_starts=32", "dqn.batch_size=8", "dqn.buffer_size=1024", "eval_every=96", "probe_every=96",
+            "checkpoint_every=96", "eval_episodes=1", "eval_max_steps=30", "probe_per_task=8", "log_every=1"]
+    args = ["run", "--suite", name, "--algo", "dqn", "--placement", "critic", "--steps", str(steps), "--out",
+            str(tmp_path), *[a for s in sets for a in ("--set", s)]]
+    assert main(args) == 0, capsys.readouterr().err
+    (run_dir,) = (tmp_path / name).iterdir()
+    assert json.loads((run_dir / "config.json").read_text())["preset"] == preset
+    records = _records(run_dir)
+    probes = [r["probe"] for r in records if "probe" in r]
+    evals = [r["eval"] for r in records if "eval" in r]
+    assert len(probes) >= 2 and len(evals) >= 2 and any("q_loss" in r for r in records)
+    assert set(probes[-1]["tasks"]) == set(suite.tasks) and probes[-1]["moe"]
+    assert all(set(towers) == {"q.critic"} for towers in probes[-1]["tasks"].values())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == steps and summary["stopped"] is None and summary["algo"] == "dqn"

@@ -24,7 +24,7 @@ import torch
 
 from mtmoe.errors import ConfigError
 
-BUILTIN_MODULES = ("mtmoe.agents.ppo", "mtmoe.agents.sac")
+BUILTIN_MODULES = ("mtmoe.agents.ppo", "mtmoe.agents.sac", "mtmoe.agents.dqn")
 DEFAULT_ALGO = "ppo"
 """The algorithm of a suite that names none."""
 

@@ -154,3 +154,53 @@ class ReplayBuffer:
         if self.mask is not None:
             out["mask"] = self.mask[t, i]
         return {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device, non_blocking=True) for k, v in out.items()}
+
+    # ------------------------------------------------------------------ n-step returns (DQN)
+
+    def can_sample_nstep(self, n: int) -> bool:
+        """Whether some row has its next `n` rows stored (see sample_nstep)."""
+        if self.full:
+            return self.t_cap - (self.k - 1 if self.k else 0) - n > 0
+        return self.pos - n > 0
+
+    def sample_nstep(self, batch_size: int, n: int, gamma: float) -> dict[str, torch.Tensor]:
+        """Transitions with n-step returns, read from the ring at sample time.
+
+        For a row (t, i): ``rewards`` = sum_{j<m} gamma^j r[t+j, i], where m <= n stops at the
+        first row whose episode ended (terminated or truncated); ``discount`` = gamma^m;
+        ``terminated`` = whether that end was a termination (the target then has no bootstrap);
+        ``next_obs`` = the observation m steps on, or the ended row's final observation (so a
+        truncation bootstraps from the state it cut off). ``task`` and ``mask`` are row t's: an
+        n-step window never crosses an episode end, so they hold for ``next_obs`` too. Start
+        rows are drawn uniformly among those whose next n rows are stored (n = 1 is the usual
+        one-step transition)."""
+        T, k = self.t_cap, self.k
+        if self.full:
+            off = k - 1 if k else 0  # a stack at the oldest k-1 rows may reach overwritten rows
+            t = (self.pos + off + self.rng.integers(0, T - off - n, batch_size)) % T
+        else:
+            t = self.rng.integers(0, self.pos - n, batch_size)
+        i = self.rng.integers(0, self.n, batch_size)
+        ret = np.zeros(batch_size, np.float64)
+        alive = np.ones(batch_size, bool)
+        steps = np.zeros(batch_size, np.int64)
+        for j in range(n):  # rows t .. t+n-1, stopping after an episode end
+            tj = (t + j) % T
+            ret += np.where(alive, gamma**j * self.rewards[tj, i], 0.0)
+            steps += alive
+            alive &= ~self.ended[tj, i]
+        last = (t + steps - 1) % T
+        nxt_t = (t + steps) % T
+        ended = self.ended[last, i]
+        if k:
+            obs, nxt = self._stacks(t, i), self._stacks(nxt_t, i)
+        else:
+            obs, nxt = self.obs[t, i], self.obs[nxt_t, i]
+        for b in np.flatnonzero(ended):
+            nxt[b] = self.final[(int(last[b]), int(i[b]))]
+        out = {"obs": obs, "next_obs": nxt, "actions": self.actions[t, i], "rewards": ret.astype(np.float32),
+               "terminated": self.terminated[last, i], "discount": (gamma ** steps).astype(np.float32),
+               "task": self.task[t, i]}
+        if self.mask is not None:
+            out["mask"] = self.mask[t, i]
+        return {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device, non_blocking=True) for k, v in out.items()}
