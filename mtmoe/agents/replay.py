@@ -133,6 +133,12 @@ class ReplayBuffer:
             out[bb, jj] = self.pool[self.start_ref[t[bb], i[bb]], jj + d[bb]]
         return out.reshape(len(t), -1, *out.shape[3:])
 
+    def _batch(self, out: dict, t: np.ndarray, i: np.ndarray) -> dict[str, torch.Tensor]:
+        """The sampled arrays (plus row t's action mask) as tensors on the device."""
+        if self.mask is not None:
+            out["mask"] = self.mask[t, i]
+        return {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device, non_blocking=True) for k, v in out.items()}
+
     def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
         # the newest row has no next observation yet (unless ended): never sample it
         newest = (self.pos - 1) % self.t_cap
@@ -151,9 +157,7 @@ class ReplayBuffer:
             nxt[b] = self.final[(int(t[b]), int(i[b]))]
         out = {"obs": obs, "next_obs": nxt, "actions": self.actions[t, i], "rewards": self.rewards[t, i],
                "terminated": self.terminated[t, i], "task": self.task[t, i]}
-        if self.mask is not None:
-            out["mask"] = self.mask[t, i]
-        return {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device, non_blocking=True) for k, v in out.items()}
+        return self._batch(out, t, i)
 
     # ------------------------------------------------------------------ n-step returns (DQN)
 
@@ -201,6 +205,4 @@ class ReplayBuffer:
         out = {"obs": obs, "next_obs": nxt, "actions": self.actions[t, i], "rewards": ret.astype(np.float32),
                "terminated": self.terminated[last, i], "discount": (gamma ** steps).astype(np.float32),
                "task": self.task[t, i]}
-        if self.mask is not None:
-            out["mask"] = self.mask[t, i]
-        return {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device, non_blocking=True) for k, v in out.items()}
+        return self._batch(out, t, i)
