@@ -77,7 +77,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import emit_result, machine_line, markdown_table, mean, mean_std, run_worker, single_task_env  # noqa: E402
+from common import (emit_result, machine_line, markdown_table, mean, mean_std, run_worker, sb3_learn_clock,  # noqa: E402
+                    single_task_env)
 
 TASK = "minatar-breakout"
 GAME = "Breakout"
@@ -152,7 +153,6 @@ def run_sb3(steps: int, seed: int, learning_starts: int, decay_steps: int, max_g
     import gymnasium as gym
     import torch
     from stable_baselines3 import DQN
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
     from stable_baselines3.common.vec_env import DummyVecEnv
@@ -170,18 +170,6 @@ def run_sb3(steps: int, seed: int, learning_starts: int, decay_steps: int, max_g
 
         def forward(self, obs: torch.Tensor) -> torch.Tensor:
             return self.cnn(obs)
-
-    class LearnClock(BaseCallback):
-        """Wall clock at env step `learning_starts` (called after every env step)."""
-
-        def __init__(self, at: int):
-            super().__init__()
-            self.at, self.t, self.step = at, None, None
-
-        def _on_step(self) -> bool:
-            if self.t is None and self.num_timesteps >= self.at:
-                self.t, self.step = time.perf_counter(), self.num_timesteps
-            return True
 
     def build(s, total, starts, decay):
         env = make_vec_env(lambda: gym.wrappers.TimeLimit(MinAtarEnv(GAME), MAX_EPISODE_STEPS), n_envs=1, seed=s,
@@ -207,7 +195,7 @@ def run_sb3(steps: int, seed: int, learning_starts: int, decay_steps: int, max_g
     env, model = build(seed, steps, learning_starts, decay_steps)
     params = sum(p.numel() for p in model.q_net.parameters())
     torch.set_num_threads(threads)  # in case SB3 touched it
-    clock = LearnClock(learning_starts)
+    clock = sb3_learn_clock(learning_starts)
     t0 = time.perf_counter()
     model.learn(steps, callback=clock)
     t1 = time.perf_counter()

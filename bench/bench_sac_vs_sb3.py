@@ -39,7 +39,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import emit_result, machine_line, markdown_table, mean, mean_std, run_worker, single_task_env  # noqa: E402
+from common import (emit_result, machine_line, markdown_table, mean, mean_std, run_worker, sb3_learn_clock,  # noqa: E402
+                    single_task_env)
 
 TASK = "mujoco-halfcheetah"
 ENV_ID = "HalfCheetah-v5"
@@ -91,20 +92,7 @@ def run_sb3(steps: int, seed: int, learning_starts: int, warmup_steps: int, last
     import gymnasium as gym
     import torch
     from stable_baselines3 import SAC
-    from stable_baselines3.common.callbacks import BaseCallback
     from torch import nn
-
-    class LearnClock(BaseCallback):
-        """Wall clock at env step `learning_starts` (called after every env step)."""
-
-        def __init__(self, at: int):
-            super().__init__()
-            self.at, self.t, self.step = at, None, None
-
-        def _on_step(self) -> bool:
-            if self.t is None and self.num_timesteps >= self.at:
-                self.t, self.step = time.perf_counter(), self.num_timesteps
-            return True
 
     def build(s, starts):
         env = gym.make(ENV_ID)
@@ -119,7 +107,7 @@ def run_sb3(steps: int, seed: int, learning_starts: int, warmup_steps: int, last
         build(seed + 10_000, warmup_steps // 2).learn(warmup_steps)
     model = build(seed, learning_starts)
     torch.set_num_threads(threads)  # in case SB3 touched it
-    clock = LearnClock(learning_starts)
+    clock = sb3_learn_clock(learning_starts)
     t0 = time.perf_counter()
     model.learn(steps, callback=clock)
     t1 = time.perf_counter()

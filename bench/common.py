@@ -1,4 +1,5 @@
-"""Helpers shared by the mtmoe-vs-Stable-Baselines3 benchmarks (bench_ppo_vs_sb3.py, bench_sac_vs_sb3.py).
+"""Helpers shared by the mtmoe-vs-Stable-Baselines3 benchmarks (bench_ppo_vs_sb3.py, bench_sac_vs_sb3.py,
+bench_dqn.py).
 
 Each measured run goes to a fresh Python subprocess of the calling script (``--worker ...``), so
 runs do not share allocator state, warmed caches or thread pools; the worker prints one line
@@ -16,6 +17,24 @@ import sys
 import time
 
 RESULT_PREFIX = "RESULT "
+
+
+def sb3_learn_clock(at: int):
+    """An SB3 callback that notes the wall clock (``.t``) and env step (``.step``) when the run
+    reaches env step `at` (learning_starts): the start of the learning phase."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class LearnClock(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.t, self.step = None, None
+
+        def _on_step(self) -> bool:
+            if self.t is None and self.num_timesteps >= at:
+                self.t, self.step = time.perf_counter(), self.num_timesteps
+            return True
+
+    return LearnClock()
 
 
 # ---------------------------------------------------------------- machine
