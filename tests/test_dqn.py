@@ -93,7 +93,7 @@ def test_masked_argmax_and_random_actions_stay_valid():
     agent = _agent(DQNConfig(learning_starts=0, epsilon_start=1.0, epsilon_end=1.0))
     picks = agent._random_valid(mask.numpy())
     assert mask.numpy()[np.arange(500), picks].all()
-    assert len(set(picks[mask.numpy().all(1)])) == 6  # uniform over the valid ones: all get picked
+    assert set(picks.tolist()) == set(range(6))  # every action gets picked where it is valid
 
 
 def _agent(cfg: DQNConfig, net: NetConfig | None = None, task: str = "gym-cartpole") -> DQN:
@@ -104,7 +104,7 @@ def _agent(cfg: DQNConfig, net: NetConfig | None = None, task: str = "gym-cartpo
 
 def test_dueling_q_is_value_plus_centred_valid_advantages():
     agent = _agent(DQNConfig(dueling=True))
-    obs, task = torch.randn(4, 4), torch.zeros(4, dtype=torch.long)
+    obs, task = torch.randn(4, 4, generator=torch.Generator().manual_seed(0)), torch.zeros(4, dtype=torch.long)
     mask = torch.tensor([[True, True], [True, False], [True, True], [False, True]])
     out = agent.q(obs, task_id=task)
     assert out.shape == (4, 3)  # V(s), then A(s, .)
@@ -112,7 +112,7 @@ def test_dueling_q_is_value_plus_centred_valid_advantages():
     adv = out[:, 1:]
     mean_valid = (adv * mask).sum(1) / mask.sum(1)
     assert torch.allclose(q, out[:, :1] + adv - mean_valid[:, None])
-    assert torch.allclose((q - out[:, :1])[1, 0], torch.zeros(()))  # one valid action: Q = V
+    assert torch.allclose(q[1, 0], out[1, 0], atol=1e-6)  # one valid action: Q = V (up to rounding)
 
 
 def test_target_network_is_copied_on_schedule_and_polyak_moves_part_way():
