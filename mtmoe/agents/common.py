@@ -18,6 +18,22 @@ def to_device(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tenso
     return t
 
 
+class StatMeans:
+    """Means of the per-update stats (scalar tensors or floats) between two log lines."""
+
+    def __init__(self):
+        self.sums: dict = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, stats: dict) -> None:
+        for k, v in stats.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        return {k: float(v) / self.counts[k] for k, v in self.sums.items()}
+
+
 class RunningMeanStd:
     """Running mean/variance per task (Chan et al. parallel update)."""
 

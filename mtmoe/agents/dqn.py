@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mtmoe.agents.common import task_interference, to_device
+from mtmoe.agents.common import StatMeans, task_interference, to_device
 from mtmoe.agents.registry import register_algo
 from mtmoe.agents.replay import ReplayBuffer
 from mtmoe.agents.sac import frames_per_stack
@@ -197,7 +197,7 @@ class DQN:
     def _aux(self) -> torch.Tensor:
         return self.q.aux_loss() if self._has_moe else torch.zeros((), device=self.device)
 
-    def _learn(self, prev_step: int, acc: dict) -> None:
+    def _learn(self, prev_step: int, acc: StatMeans) -> None:
         """The gradient steps due after this vector step (one per train_freq env steps past
         learning_starts), then the target update when an update boundary was crossed."""
         cfg = self.cfg
@@ -205,9 +205,7 @@ class DQN:
             return
         due = (self.global_step - cfg.learning_starts) // cfg.train_freq
         while self.num_updates < due and self.buffer.can_sample_nstep(cfg.n_step):
-            for k, v in self.update().items():
-                acc[k] = acc.get(k, 0.0) + v
-                acc[k + "#"] = acc.get(k + "#", 0) + 1
+            acc.add(self.update())
         if self.global_step // cfg.target_update_every > prev_step // cfg.target_update_every:
             self.update_target()
 
@@ -225,7 +223,7 @@ class DQN:
         env = self.env
         if self.next_obs is None:
             self.next_obs, self.next_info = env.reset(seed=self.seed)
-        episodes, switches, acc, since = [], [], {}, 0
+        episodes, switches, acc, since = [], [], StatMeans(), 0
         while self.global_step < total_steps:
             obs, info = self.next_obs, self.next_info
             action = self.act(obs, info)
@@ -240,10 +238,9 @@ class DQN:
                 switches.append(new_info["switch"])
             self._learn(prev, acc)
             if since >= log_every or self.global_step >= total_steps:
-                stats = {k: float(v) / acc[k + "#"] for k, v in acc.items() if not k.endswith("#")}
-                yield {"global_step": self.global_step, **stats, "epsilon": self.epsilon(), "episodes": episodes,
-                       "switches": switches}
-                episodes, switches, acc, since = [], [], {}, 0
+                yield {"global_step": self.global_step, **acc.means(), "epsilon": self.epsilon(),
+                       "episodes": episodes, "switches": switches}
+                episodes, switches, acc, since = [], [], StatMeans(), 0
 
     # ------------------------------------------------------------------ what the runner reads
 
@@ -272,10 +269,8 @@ class DQN:
         own generator is left alone."""
         if not self.buffer.can_sample_nstep(self.cfg.n_step):
             return {}
-        saved = self.buffer.rng
-        self.buffer.rng = np.random.default_rng(self.global_step)
-        b = self.buffer.sample_nstep(batch_size, self.cfg.n_step, self.cfg.gamma)
-        self.buffer.rng = saved
+        b = self.buffer.sample_nstep(batch_size, self.cfg.n_step, self.cfg.gamma,
+                                     rng=np.random.default_rng(self.global_step))
         target = self._targets(b)
         q = self.q_values(self.q, b["obs"], b["task"], b["mask"]).gather(1, b["actions"][:, None]).squeeze(1)
         self._aux()  # the probe's load-balancing terms must not reach training
@@ -299,9 +294,7 @@ class DQN:
 def dqn_networks(obs_space, action_space, net_cfg) -> dict[str, nn.Module]:
     """The Q network as `mtmoe nets show` and size sweeps count it (a dueling head adds one
     output unit, V(s), which the agent's own network has)."""
-    from mtmoe.nets import build_q_network
-
-    return {"q": build_q_network(obs_space, action_space, net_cfg)}
+    return {"q": q_network(obs_space, action_space, net_cfg)}
 
 
 def check_config(run_cfg, env) -> None:
@@ -312,15 +305,16 @@ def check_config(run_cfg, env) -> None:
                                                       f"use critic or none, not {placement!r}")
     if not isinstance(env.single_action_space, gym.spaces.Discrete):
         raise ConfigError("--algo", "algo", f"dqn needs discrete actions; {run_cfg.suite} has continuous ones")
-    checks = {"loss": cfg.loss in ("huber", "mse"), "optimizer": cfg.optimizer in ("adam", "rmsprop"),
-              "n_step": cfg.n_step >= 1, "tau": 0.0 < cfg.tau <= 1.0, "train_freq": cfg.train_freq >= 1,
-              "target_update_every": cfg.target_update_every >= 1, "batch_size": cfg.batch_size >= 1}
-    expected = {"loss": "huber or mse", "optimizer": "adam or rmsprop", "n_step": "a whole number >= 1",
-                "tau": "a number in (0, 1]", "train_freq": "a whole number >= 1",
-                "target_update_every": "a whole number >= 1", "batch_size": "a whole number >= 1"}
-    for key, ok in checks.items():
+    whole = "a whole number >= 1"
+    checks = {  # key: (holds, what was expected)
+        "loss": (cfg.loss in ("huber", "mse"), "huber or mse"),
+        "optimizer": (cfg.optimizer in ("adam", "rmsprop"), "adam or rmsprop"),
+        "n_step": (cfg.n_step >= 1, whole), "tau": (0.0 < cfg.tau <= 1.0, "a number in (0, 1]"),
+        "train_freq": (cfg.train_freq >= 1, whole), "target_update_every": (cfg.target_update_every >= 1, whole),
+        "batch_size": (cfg.batch_size >= 1, whole)}
+    for key, (ok, expected) in checks.items():
         if not ok:
-            raise ConfigError("--set", f"dqn.{key}", f"expected {expected[key]}, got {getattr(cfg, key)!r}")
+            raise ConfigError("--set", f"dqn.{key}", f"expected {expected}, got {getattr(cfg, key)!r}")
 
 
 def q_network(obs_space, action_space, net_cfg, dueling: bool = False) -> nn.Module:

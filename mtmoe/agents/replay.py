@@ -139,16 +139,19 @@ class ReplayBuffer:
             out["mask"] = self.mask[t, i]
         return {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device, non_blocking=True) for k, v in out.items()}
 
-    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
+    def sample(self, batch_size: int, rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
+        """A uniform batch of one-step transitions; `rng` draws it instead of the buffer's own
+        generator (a probe's batch that must not move training's stream)."""
+        rng = rng or self.rng
         # the newest row has no next observation yet (unless ended): never sample it
         newest = (self.pos - 1) % self.t_cap
         stored = self.t_cap if self.full else self.pos
         if self.k and self.full:  # nor the oldest k-1 rows: their stacks may reach overwritten rows
-            t = (self.pos + self.k - 1 + self.rng.integers(0, self.t_cap - self.k, batch_size)) % self.t_cap
+            t = (self.pos + self.k - 1 + rng.integers(0, self.t_cap - self.k, batch_size)) % self.t_cap
         else:
-            t = self.rng.integers(0, stored - 1, batch_size)
+            t = rng.integers(0, stored - 1, batch_size)
             t = np.where(t >= newest, t + 1, t) % self.t_cap if self.full else t
-        i = self.rng.integers(0, self.n, batch_size)
+        i = rng.integers(0, self.n, batch_size)
         if self.k:
             obs, nxt = self._stacks(t, i), self._stacks((t + 1) % self.t_cap, i)
         else:
@@ -167,7 +170,8 @@ class ReplayBuffer:
             return self.t_cap - (self.k - 1 if self.k else 0) - n > 0
         return self.pos - n > 0
 
-    def sample_nstep(self, batch_size: int, n: int, gamma: float) -> dict[str, torch.Tensor]:
+    def sample_nstep(self, batch_size: int, n: int, gamma: float,
+                     rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
         """Transitions with n-step returns, read from the ring at sample time.
 
         For a row (t, i): ``rewards`` = sum_{j<m} gamma^j r[t+j, i], where m <= n stops at the
@@ -177,14 +181,15 @@ class ReplayBuffer:
         truncation bootstraps from the state it cut off). ``task`` and ``mask`` are row t's: an
         n-step window never crosses an episode end, so they hold for ``next_obs`` too. Start
         rows are drawn uniformly among those whose next n rows are stored (n = 1 is the usual
-        one-step transition)."""
+        one-step transition); `rng` as in sample."""
+        rng = rng or self.rng
         T, k = self.t_cap, self.k
         if self.full:
             off = k - 1 if k else 0  # a stack at the oldest k-1 rows may reach overwritten rows
-            t = (self.pos + off + self.rng.integers(0, T - off - n, batch_size)) % T
+            t = (self.pos + off + rng.integers(0, T - off - n, batch_size)) % T
         else:
-            t = self.rng.integers(0, self.pos - n, batch_size)
-        i = self.rng.integers(0, self.n, batch_size)
+            t = rng.integers(0, self.pos - n, batch_size)
+        i = rng.integers(0, self.n, batch_size)
         ret = np.zeros(batch_size, np.float64)
         alive = np.ones(batch_size, bool)
         steps = np.zeros(batch_size, np.int64)

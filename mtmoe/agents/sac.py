@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mtmoe.agents.common import task_interference, to_device
+from mtmoe.agents.common import StatMeans, task_interference, to_device
 from mtmoe.agents.registry import register_algo
 from mtmoe.agents.replay import ReplayBuffer
 from mtmoe.metrics.flops import forward_flops, train_flops
@@ -155,10 +155,7 @@ class SAC:
         Nothing is written to .grad; the replay sampler's own generator is left alone."""
         if len(self.buffer) <= self.env.num_envs:
             return {}
-        saved = self.buffer.rng
-        self.buffer.rng = np.random.default_rng(self.global_step)
-        b = self.buffer.sample(batch_size)
-        self.buffer.rng = saved
+        b = self.buffer.sample(batch_size, rng=np.random.default_rng(self.global_step))
         obs, task = b["obs"], b["task"]
         mask = b["mask"] if self.discrete else b["mask"].float()
         with torch.no_grad():
@@ -316,7 +313,7 @@ class SAC:
         cfg, env = self.cfg, self.env
         if self.next_obs is None:
             self.next_obs, self.next_info = env.reset(seed=self.seed)
-        episodes, switches, acc, since = [], [], {}, 0
+        episodes, switches, acc, since = [], [], StatMeans(), 0
         while self.global_step < total_steps:
             obs, info = self.next_obs, self.next_info
             action = self.act(obs, info)
@@ -332,14 +329,12 @@ class SAC:
                 switches.append(new_info["switch"])
             if self.global_step >= cfg.learning_starts and (self.global_step // env.num_envs) % cfg.train_freq == 0:
                 for _ in range(cfg.gradient_steps):
-                    for k, v in self.update().items():
-                        acc[k] = acc.get(k, 0.0) + v
-                        acc[k + "#"] = acc.get(k + "#", 0) + 1
+                    acc.add(self.update())
             if since >= log_every or self.global_step >= total_steps:
-                stats = {k: float(v) / acc[k + "#"] for k, v in acc.items() if not k.endswith("#")}
+                stats = acc.means()
                 stats["alpha"] = self.log_alpha.exp().mean().item()
                 yield {"global_step": self.global_step, **stats, "episodes": episodes, "switches": switches}
-                episodes, switches, acc, since = [], [], {}, 0
+                episodes, switches, acc, since = [], [], StatMeans(), 0
 
 
 def sac_networks(obs_space, action_space, net_cfg) -> dict[str, nn.Module]:
