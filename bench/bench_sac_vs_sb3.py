@@ -40,7 +40,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (emit_result, machine_line, markdown_table, mean, mean_std, run_worker, sb3_learn_clock,  # noqa: E402
-                    single_task_env)
+                    single_task_env, timed_iterate, warm_up)
 
 TASK = "mujoco-halfcheetah"
 ENV_ID = "HalfCheetah-v5"
@@ -70,22 +70,8 @@ def run_mtmoe(steps: int, seed: int, learning_starts: int, warmup_steps: int, la
         return env, SAC(env, actor, q1, q2, cfg, seed=s)
 
     if warmup_steps:
-        env, agent = build(seed + 10_000, warmup_steps // 2)
-        for _ in agent.iterate(warmup_steps, log_every=warmup_steps):
-            pass
-        env.close()
-    env, agent = build(seed, learning_starts)
-    returns, t_learn = [], None
-    t0 = time.perf_counter()
-    # yields at env step learning_starts (the learning-phase clock starts there), then every 1000 steps
-    for stats in agent.iterate(steps, log_every=learning_starts if learning_starts > 0 else 1000):
-        returns += [e["return"] for e in stats["episodes"]]
-        if t_learn is None:
-            t_learn, s_learn = time.perf_counter(), agent.global_step
-    t1 = time.perf_counter()
-    env.close()
-    return dict(steps=agent.global_step, wall=t1 - t0, learn_steps=agent.global_step - s_learn, learn_wall=t1 - t_learn,
-                episodes=len(returns), returns=returns[-last:], threads=torch.get_num_threads())
+        warm_up(*build(seed + 10_000, warmup_steps // 2), warmup_steps)
+    return timed_iterate(*build(seed, learning_starts), steps, learning_starts, last)
 
 
 def run_sb3(steps: int, seed: int, learning_starts: int, warmup_steps: int, last: int, threads: int) -> dict:

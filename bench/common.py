@@ -89,6 +89,31 @@ def single_task_env(task_id: str, num_envs: int, algo: str = "ppo"):
 # ---------------------------------------------------------------- subprocess runs
 
 
+def warm_up(env, agent, steps: int) -> None:
+    """Train a throwaway mtmoe agent for `steps` env steps (first-call costs paid outside the timing)."""
+    for _ in agent.iterate(steps, log_every=steps):
+        pass
+    env.close()
+
+
+def timed_iterate(env, agent, steps: int, learning_starts: int, last: int) -> dict:
+    """Train a replay agent (SAC, DQN) for `steps` env steps; wall clock of the whole loop and of the
+    learning phase, which starts at the first yield (env step `learning_starts`), and the raw
+    returns of the last `last` training episodes. Closes the env."""
+    import torch
+
+    returns, t_learn, s_learn = [], None, 0
+    t0 = time.perf_counter()
+    for stats in agent.iterate(steps, log_every=learning_starts if learning_starts > 0 else 1000):
+        returns += [e["return"] for e in stats["episodes"]]
+        if t_learn is None:
+            t_learn, s_learn = time.perf_counter(), agent.global_step
+    t1 = time.perf_counter()
+    env.close()
+    return dict(steps=agent.global_step, wall=t1 - t0, learn_steps=agent.global_step - s_learn, learn_wall=t1 - t_learn,
+                episodes=len(returns), returns=returns[-last:], threads=torch.get_num_threads())
+
+
 def emit_result(result: dict) -> None:
     """Worker side: hand a result to the parent."""
     print(RESULT_PREFIX + json.dumps(result), flush=True)
