@@ -21,6 +21,7 @@ ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
 MODES = ("simultaneous", "sequential")
 ACTION_UNIONS = ("semantic", "positional")
 ATARI_TABLE = Path(__file__).parent / "data" / "atari_human_random.csv"
+MINATAR_TABLE = Path(__file__).parent / "data" / "minatar_reference.csv"
 
 
 @dataclass(frozen=True)
@@ -207,23 +208,46 @@ def _types_of(default: Any) -> tuple:
     return (object,)
 
 
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a shipped score table (lines starting with # are its provenance)."""
+    return list(csv.DictReader(line for line in path.read_text().splitlines() if line and not line.startswith("#")))
+
+
 @lru_cache(maxsize=1)
 def atari_scores() -> dict[str, tuple[float, float]]:
     """game -> (random, human), from the DQN Zoo table shipped with mtmoe."""
-    rows = [line for line in ATARI_TABLE.read_text().splitlines() if line and not line.startswith("#")]
-    return {r["game"]: (float(r["random"]), float(r["human"])) for r in csv.DictReader(rows)}
+    return {r["game"]: (float(r["random"]), float(r["human"])) for r in _csv_rows(ATARI_TABLE)}
+
+
+@lru_cache(maxsize=1)
+def minatar_scores() -> dict[str, tuple[float, float | None, str]]:
+    """game -> (random score measured by mtmoe, published reference score or None, its source)."""
+    return {r["game"]: (float(r["random"]), float(r["reference"]) if r["reference"] else None, r["reference_source"])
+            for r in _csv_rows(MINATAR_TABLE)}
+
+
+def _named_normalization(name: str, env: str, source: str, prefix: str) -> Normalization:
+    """`atari_human` (random/human) or `minatar_reference` (random/published reference), from the shipped tables."""
+    if name == "atari_human":
+        game = re.sub(r"(?<!^)(?=[A-Z])", "_", env).lower() if not env.islower() else env
+        if game not in atari_scores():
+            raise ConfigError(source, prefix, f"no human/random scores for Atari game {game!r} in {ATARI_TABLE.name}")
+        low, high = atari_scores()[game]
+        return Normalization(low=low, high=high, source="random/human, DQN Zoo atari_data.py")
+    game = env.removeprefix("MinAtar/").split("-v")[0]
+    if game not in minatar_scores():
+        raise ConfigError(source, prefix, f"no scores for MinAtar game {game!r} in {MINATAR_TABLE.name}")
+    low, high, ref = minatar_scores()[game]
+    if high is None:  # no published score: the task stays raw, and says why
+        return Normalization(source=f"none: {ref}")
+    return Normalization(low=low, high=high, source=f"random (mtmoe, {MINATAR_TABLE.name}) / reference: {ref}")
 
 
 def _normalization(data: Any, env: str, source: str, prefix: str) -> Normalization:
     if data is None:
         return Normalization()
-    if data == "atari_human":
-        game = re.sub(r"(?<!^)(?=[A-Z])", "_", env).lower() if not env.islower() else env
-        scores = atari_scores()
-        if game not in scores:
-            raise ConfigError(source, prefix, f"no human/random scores for Atari game {game!r} in {ATARI_TABLE.name}")
-        low, high = scores[game]
-        return Normalization(low=low, high=high, source="random/human, DQN Zoo atari_data.py")
+    if data in ("atari_human", "minatar_reference"):
+        return _named_normalization(data, env, source, prefix)
     norm = _read_dataclass(Normalization, data, source, prefix)
     if norm.high == norm.low:
         raise ConfigError(source, prefix + ".high", "must differ from low")
