@@ -40,7 +40,11 @@ SMALL = {"atari-multitask": 5, "atari-continual": 2, "procgen-multitask": 4, "pr
          "minatar-multitask": 6, "minatar-continual": 4, "minatar5-multitask": 5, "minatar-single": 4}
 
 
-@pytest.mark.parametrize("suite", sorted(REGISTRY.suites))
+# the 50 generated mt1-* suites differ only in their task (each task builds in the test above)
+SUITES = sorted(s for s in REGISTRY.suites if not s.startswith("mt1-") or s == "mt1-reach")
+
+
+@pytest.mark.parametrize("suite", SUITES)
 def test_every_builtin_suite_builds_and_steps(suite):
     spec = REGISTRY.suite(suite)
     n = SMALL.get(suite)

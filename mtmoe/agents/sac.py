@@ -327,7 +327,8 @@ class SAC:
             episodes += new_info.get("episodes", [])
             if "switch" in new_info:
                 switches.append(new_info["switch"])
-            if self.global_step >= cfg.learning_starts and (self.global_step // env.num_envs) % cfg.train_freq == 0:
+            if (self.global_step >= cfg.learning_starts and (self.global_step // env.num_envs) % cfg.train_freq == 0
+                    and self.buffer.can_sample_nstep(1)):  # a first vector step has no next obs to learn from
                 for _ in range(cfg.gradient_steps):
                     acc.add(self.update())
             if since >= log_every or self.global_step >= total_steps:

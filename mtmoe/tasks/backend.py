@@ -67,6 +67,9 @@ class StepResult:
     """(n,) bool: end of a whole game (for score keeping)."""
     final_obs: np.ndarray | None = None
     """(n, *obs_shape) or None when no slot ended: last obs of the ended episodes."""
+    success: np.ndarray | None = None
+    """(n,) bool, from backends whose tasks define success (Meta-World's info["success"]): this
+    step succeeded. An episode succeeds when any of its steps did; None: the task has no success."""
 
 
 class VecBackend(Protocol):

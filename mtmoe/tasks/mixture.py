@@ -11,7 +11,7 @@ Spaces are unified (``spaces.unify``). Per step, ``info`` holds:
 ``task_id`` (n,), ``action_mask`` (n, A), ``raw_reward`` (n,), ``episode_end`` (n,), and
 when something happened: ``final_obs`` (rows of slots whose episode ended),
 ``episodes`` (one dict per finished game: task, task_index, slot, return (raw score),
-normalized, length) and ``switch`` (from, to, phase, step).
+normalized, length, and success (0/1) for tasks that define it) and ``switch`` (from, to, phase, step).
 Training rewards follow each task's reward handling (clip, scale); scores stay raw.
 """
 
@@ -174,6 +174,8 @@ class TaskMixture(gym.vector.VectorEnv):
             self._put(obs, k, self.backends[k].reset(seed=self._task_seed(k)))
         self._ep_return = np.zeros(self.num_envs, np.float64)
         self._ep_length = np.zeros(self.num_envs, np.int64)
+        self._ep_success = np.zeros(self.num_envs, bool)
+        self._has_success = np.zeros(self.num_envs, bool)  # slots whose backend reported success
         return obs, self._info()
 
     def resume_at(self, global_step: int, seed: int | None = None):
@@ -219,11 +221,13 @@ class TaskMixture(gym.vector.VectorEnv):
             obs, final_obs = self._padded(k, res.obs), self._padded(k, res.final_obs)
             raw, terminated, truncated, episode_end = res.reward, res.terminated, res.truncated, res.episode_end
             reward = self._training_reward(raw, k)
+            self._note_success(res, slice(None))
         else:
             results = self._step_backends(active, actions)
             obs, final_obs = self._new_obs(), None
             for k, res in zip(active, results):
                 self._put(obs, k, res.obs)
+                self._note_success(res, self.slices[k])
                 if res.final_obs is not None:
                     if final_obs is None:
                         final_obs = self._new_obs()
@@ -249,9 +253,16 @@ class TaskMixture(gym.vector.VectorEnv):
                 self._put(obs, k, self.backends[k].reset(seed=self._task_seed(k)))
             self._ep_return[:] = 0
             self._ep_length[:] = 0
+            self._ep_success[:] = False
+            self._has_success[:] = False
         if final_obs is not None:
             info["final_obs"] = final_obs
         return obs, reward, terminated, truncated, info
+
+    def _note_success(self, res, slots: slice) -> None:
+        if res.success is not None:
+            self._ep_success[slots] |= res.success
+            self._has_success[slots] = True
 
     def _finished_episodes(self, slots: np.ndarray) -> list[dict]:
         out = []
@@ -260,8 +271,11 @@ class TaskMixture(gym.vector.VectorEnv):
             ret = float(self._ep_return[i])
             out.append({"task": self.task_names[k], "task_index": k, "slot": int(i), "return": ret,
                         "normalized": self.tasks[k].normalization(ret), "length": int(self._ep_length[i])})
+            if self._has_success[i]:
+                out[-1]["success"] = float(self._ep_success[i])
         self._ep_return[slots] = 0
         self._ep_length[slots] = 0
+        self._ep_success[slots] = False
         return out
 
     def _switch(self, obs, final_obs, terminated, truncated):
@@ -278,6 +292,13 @@ class TaskMixture(gym.vector.VectorEnv):
         event = {"from": self.task_names[old.task_index], "to": self.task_names[new.task_index],
                  "phase": new.index, "step": self.global_step}
         return final_obs, event
+
+    def __setstate__(self, state: dict) -> None:
+        """Checkpoints from before episodes carried success lack its arrays."""
+        self.__dict__.update(state)
+        for name in ("_ep_success", "_has_success"):
+            if name not in state and "_ep_return" in state:
+                setattr(self, name, np.zeros(len(state["_ep_return"]), bool))
 
     def close_extras(self, **kwargs):
         for b in self.backends:

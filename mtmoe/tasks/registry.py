@@ -3,7 +3,10 @@
 Search path, in order: the built-in `tasks/` folder, the folders in ``MTMOE_TASKS_PATH``
 (``os.pathsep``-separated), then any ``--tasks-dir``. In each folder, ``*.yaml`` files hold
 tasks (one mapping with an ``id``, or ``tasks: [...]`` with optional ``defaults:`` merged into
-each) and ``suites/*.yaml`` files hold one suite each.
+each) and ``suites/*.yaml`` files hold one suite each — or a suite *template*: a file with
+``for_each_task: {backend: B, prefix: P}`` becomes one suite per task of backend B whose id starts
+with P, ``{id}`` in its values replaced by the task id and ``{name}`` by the id without P (e.g.
+``mt1-{name}`` over Meta-World's 50 tasks). Templates expand after every folder's tasks are read.
 
 Collisions: a task or suite whose id is already defined by an earlier folder (a built-in one,
 say) is an error naming both files, unless the later definition sets ``override: true``; then
@@ -91,6 +94,29 @@ class Registry:
                     raise ConfigError(suite.source, "tasks", f"unknown task {t!r}")
 
 
+def expand_template(data: dict, source: str, tasks: dict[str, TaskSpec]) -> list[dict]:
+    """The suite mappings of a `for_each_task` template, one per matching task, in task-id order."""
+    match = data["for_each_task"]
+    if not isinstance(match, dict) or set(match) - {"backend", "prefix"} or "backend" not in match:
+        raise ConfigError(source, "for_each_task", "expected {backend: NAME, prefix: ID_PREFIX}")
+    prefix = str(match.get("prefix", ""))
+    chosen = [t for t in sorted(tasks) if tasks[t].backend == match["backend"] and t.startswith(prefix)]
+    if not chosen:
+        raise ConfigError(source, "for_each_task", f"no task of backend {match['backend']!r} with id prefix {prefix!r}")
+    body = {k: v for k, v in data.items() if k != "for_each_task"}
+
+    def fill(value, task_id: str):
+        if isinstance(value, str):
+            return value.replace("{id}", task_id).replace("{name}", task_id.removeprefix(prefix))
+        if isinstance(value, list):
+            return [fill(v, task_id) for v in value]
+        if isinstance(value, dict):
+            return {k: fill(v, task_id) for k, v in value.items()}
+        return value
+
+    return [fill(body, t) for t in chosen]
+
+
 def _load_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
@@ -147,15 +173,23 @@ def search_path(tasks_dirs: Iterable[str | Path] = ()) -> list[Path]:
 def load_registry(tasks_dirs: Iterable[str | Path] = ()) -> Registry:
     """Read every folder on the search path, then the Python registrations."""
     reg = Registry()
+    templates: list[tuple[dict, Path]] = []
     for folder in search_path(tasks_dirs):
         for path in sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")):
             for spec, override in read_task_file(path):
                 reg.add_task(spec, override)
         for path in sorted((folder / "suites").glob("*.y*ml")):
-            spec, override = parse_suite(_load_yaml(path), str(path))
+            data = _load_yaml(path)
+            if isinstance(data, dict) and "for_each_task" in data:
+                templates.append((data, path))
+                continue
+            spec, override = parse_suite(data, str(path))
             reg.add_suite(spec, override)
     for spec, override in _PY_TASKS:
         reg.add_task(spec, override)
+    for data, path in templates:
+        for suite in expand_template(data, str(path), reg.tasks):
+            reg.add_suite(*parse_suite(suite, str(path)))
     for spec, override in _PY_SUITES:
         reg.add_suite(spec, override)
     reg.check_references()

@@ -4,6 +4,6 @@ Each module registers one backend (see ``mtmoe.tasks.backend``) and imports its 
 inside its factory, so importing the package stays fast.
 """
 
-from mtmoe.tasks.backends import ale, gym, minatar, mujoco, procgen
+from mtmoe.tasks.backends import ale, gym, metaworld, minatar, mujoco, procgen
 
-__all__ = ["ale", "gym", "minatar", "mujoco", "procgen"]
+__all__ = ["ale", "gym", "metaworld", "minatar", "mujoco", "procgen"]
