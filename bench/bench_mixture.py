@@ -29,6 +29,8 @@ SUITES = [
     ("mujoco-continual", 4, 1000),
     ("procgen-multitask", 16, 500),
     ("gym-single", 8, 2000),
+    ("mt10", None, 300),
+    ("cw10", None, 1000),
 ]
 
 

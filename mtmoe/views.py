@@ -130,19 +130,32 @@ def run_summary(run_dir) -> None:
 
     summary = json.loads((Path(run_dir) / "summary.json").read_text())
     table = Table(title=f"{summary['suite']} · {summary['algo']} · placement {summary['placement']} · seed {summary['seed']}")
-    for col in ("task", "episodes", "first return", "final return (last 20)", "final normalized", "final eval"):
+    success, evals = summary.get("final_success") or {}, summary.get("eval") or {}
+    columns = ["task", "episodes", "first return", "final return (last 20)", "final normalized", "final eval"]
+    if success:  # tasks with a success criterion (Meta-World)
+        columns += ["success (last 20)", "eval success"]
+    for col in columns:
         table.add_column(col)
-    evals = summary.get("eval") or {}
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     for t, final in summary["final_return"].items():
-        first = summary["first_return"].get(t)
-        norm = summary["final_normalized"].get(t)
-        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-        table.add_row(t, str(summary["episodes"].get(t, 0)), fmt(first), fmt(final), fmt(norm),
-                      fmt(evals.get(t, {}).get("return")))
+        row = [t, str(summary["episodes"].get(t, 0)), fmt(summary["first_return"].get(t)), fmt(final),
+               fmt(summary["final_normalized"].get(t)), fmt(evals.get(t, {}).get("return"))]
+        if success:
+            row += [fmt(success.get(t)), fmt(evals.get(t, {}).get("success"))]
+        table.add_row(*row)
     console.print(table)
+    cw = (summary.get("nonstationarity") or {}).get("continual_world")
+    if cw and cw.get("average_performance") is not None:
+        console.print(f"Continual World ({cw['score']}): average performance {cw['average_performance']:.2f}, "
+                      f"mean forgetting {_mean(cw['forgetting'].values())}")
     console.print(f"{summary['steps']:,} env steps in {summary['wall_time_s']:.0f} s, of which "
                   f"{summary['eval_and_probe_time_s']:.0f} s evaluation and probes "
                   f"({summary['steps_per_s']:,.0f} training steps/s on {summary['device']}); results in {run_dir}")
+
+
+def _mean(values) -> str:
+    known = [v for v in values if v is not None]
+    return f"{sum(known) / len(known):.2f}" if known else "-"
 
 
 def compare_tables(result: dict) -> None:

@@ -32,16 +32,20 @@ def test_builtin_suites():
     assert sorted(reg.task(t).env for t in reg.suite("mt50").tasks) == sorted(MT50)
     mt1 = [s for s in reg.suites if s.startswith("mt1-")]
     assert len(mt1) == 50 and reg.suite("mt1-reach").tasks == ("mw-reach",)
+    cw1 = [s for s in reg.suites if s.startswith("cw1-")]
+    assert len(cw1) == 10 and reg.suite("cw1-hammer").tasks == ("cw-hammer",)
 
 
 @pytest.mark.parametrize("name,cycles", [("cw10", 1), ("cw20", 2)])
 def test_continual_world_order_and_phase_lengths_are_exact(name, cycles):
     suite = load_registry().suite(name)
-    assert [t.removeprefix("mw-") for t in suite.order] == CW10 and suite.cycles == cycles
+    assert [t.removeprefix("cw-") for t in suite.order] == CW10 and suite.cycles == cycles
+    reg = load_registry()
+    assert all(reg.task(t).max_episode_steps == 200 for t in suite.tasks)  # continualworld/envs.py
     phases = plan_schedule(suite, 1, suite.switch_every)
     assert len(phases) == 10 * cycles
     assert [p.start for p in phases] == [i * 1_000_000 for i in range(10 * cycles)]
-    assert [suite.tasks[p.task_index].removeprefix("mw-") for p in phases] == CW10 * cycles
+    assert [suite.tasks[p.task_index].removeprefix("cw-") for p in phases] == CW10 * cycles
 
 
 def test_template_errors_are_one_line():

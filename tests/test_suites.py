@@ -40,15 +40,17 @@ SMALL = {"atari-multitask": 5, "atari-continual": 2, "procgen-multitask": 4, "pr
          "minatar-multitask": 6, "minatar-continual": 4, "minatar5-multitask": 5, "minatar-single": 4}
 
 
-# the 50 generated mt1-* suites differ only in their task (each task builds in the test above)
-SUITES = sorted(s for s in REGISTRY.suites if not s.startswith("mt1-") or s == "mt1-reach")
+# the generated mt1-* / cw1-* suites differ only in their task (each task builds in the test above)
+SUITES = sorted(s for s in REGISTRY.suites if s[:4] not in ("mt1-", "cw1-") or s in ("mt1-reach", "cw1-hammer"))
 
 
 @pytest.mark.parametrize("suite", SUITES)
 def test_every_builtin_suite_builds_and_steps(suite):
     spec = REGISTRY.suite(suite)
     n = SMALL.get(suite)
-    env = make_mixture(suite, REGISTRY, num_envs=n, steps=10 * (n or spec.slots()) * spec.phases)
+    phase = 10 * (n or spec.slots())  # suites with their own switch_every (cw10: 1M) get a short one here
+    env = make_mixture(suite, REGISTRY, num_envs=n, steps=phase * spec.phases,
+                       switch_every=phase if spec.mode == "sequential" else None)
     obs, info = env.reset(seed=0)
     assert obs.shape == (env.num_envs, *env.single_observation_space.shape)
     assert set(info["task_id"]) == ({0} if spec.mode == "sequential" else set(range(len(spec.tasks))))

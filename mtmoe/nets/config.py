@@ -54,6 +54,7 @@ class NetConfig:
     shared_encoder: bool = _f(False, "actor and critic share the torso (PPO only)")
     task_id_input: bool = _f(False, "concatenate a one-hot task id to the torso features")
     num_tasks: int = _f(1, "number of tasks (one-hot size, task routing, per-task telemetry)")
+    task_heads: bool = _f(False, "one output head per task on every tower (multi-head SAC/PPO: the task's head is used)")
     log_std: str = _f("state_independent", "continuous actor: state_independent | state_dependent log std")
     log_std_init: float = _f(0.0, "initial log std (state_independent)")
     log_std_bounds: tuple[float, float] = _f((-5.0, 2.0), "log std range for state_dependent (tanh-squashed into it)")

@@ -74,6 +74,9 @@ class Tower(nn.Module):
         super().__init__()
         self.name, self.in_shape, self.out_dim, self.cond_dim = name, tuple(in_shape), out_dim, cond_dim
         self.use_moe = use_moe
+        # multi-head: the head has out_dim outputs per task and the task's own are kept (MT-MH-SAC)
+        self.heads = cfg.num_tasks if cfg.task_heads and cfg.num_tasks > 1 else 1
+        out_dim = out_dim * self.heads
         self.big = use_moe and cfg.position == "big"
         hidden = tuple(cfg.hidden)
         act, ortho = cfg.activation, cfg.ortho_init
@@ -83,8 +86,8 @@ class Tower(nn.Module):
             flat = math.prod(self.in_shape) + cond_dim
 
             def make_towers(num_experts: int, width_scale: int = 1) -> ExpertTower:
-                return ExpertTower(lambda: FlatTower(self.in_shape, out_dim, cfg, make_torso, cond_dim, out_gain),
-                                   num_experts)
+                return ExpertTower(lambda: FlatTower(self.in_shape, out_dim, cfg.replace(task_heads=False), make_torso,
+                                                     cond_dim, out_gain), num_experts)
 
             moe = get_moe(cfg.moe)(make_towers, flat, 1, cfg)
             self.layer_names = ["big"]
@@ -148,6 +151,10 @@ class Tower(nn.Module):
                 capture.layer(self.name, name, x.flatten(1), neurons=i < last)
         if capture is not None and not self.big:
             capture.representation(self.name, prev)
+        if self.heads > 1:  # each row keeps its task's head
+            if task_id is None:
+                raise ValueError(f"{self.name}: task_heads needs the task id of every row")
+            x = x.view(x.shape[0], self.heads, self.out_dim)[torch.arange(x.shape[0], device=x.device), task_id]
         return x, prev
 
     def record_experts(self, capture: ProbeCapture) -> None:

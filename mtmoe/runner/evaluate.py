@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from mtmoe.metrics import forgetting, steps_to_recover, switch_drop
+from mtmoe.metrics.continual_world import continual_world_metrics
 from mtmoe.tasks.mixture import TaskMixture, simultaneous_twin
 
 
@@ -24,6 +25,7 @@ class Evaluator:
         self.names = env.task_names
         self.calls = 0
         self.curves: dict[str, list[tuple[int, float]]] = {t: [] for t in self.names}
+        self.success_curves: dict[str, list[tuple[int, float]]] = {}  # tasks that report success
 
     def run(self, agent, step: int) -> dict[str, dict]:
         obs, info = self.env.reset(seed=self.seed + 7919 * self.calls)
@@ -43,15 +45,23 @@ class Evaluator:
                       "normalized": norm, "episodes": len(eps)}
             if norm is not None:
                 self.curves[t].append((step, norm))
+            if eps and "success" in eps[0]:
+                out[t]["success"] = float(np.mean([e["success"] for e in eps]))
+                self.success_curves.setdefault(t, []).append((step, out[t]["success"]))
         return out
 
     def close(self) -> None:
         self.env.close()
 
 
-def nonstationarity_summary(curves: dict, schedule, task_names: list[str], total_steps: int) -> dict:
-    """Forgetting, drop on return and steps to recover for a sequential run (normalized scores)."""
+def nonstationarity_summary(curves: dict, schedule, task_names: list[str], total_steps: int,
+                            success_curves: dict | None = None) -> dict:
+    """Forgetting, drop on return and steps to recover for a sequential run (normalized scores),
+    and Continual World's metrics on success rates (on normalized scores for tasks without success)."""
     phases = [(task_names[p.task_index], p.start, p.end if p.end is not None else total_steps) for p in schedule]
     phases = [p for p in phases if p[1] < p[2]]  # a run may stop before its last phase starts
+    on_success = bool(success_curves) and all(t in success_curves for t, _, _ in phases)
+    cw = continual_world_metrics(success_curves if on_success else curves, phases, total_steps)
     return {"phases": phases, "forgetting": forgetting(curves, phases), "switch_drop": switch_drop(curves, phases),
-            "steps_to_recover": steps_to_recover(curves, phases)}
+            "steps_to_recover": steps_to_recover(curves, phases),
+            "continual_world": {"score": "success" if on_success else "normalized", **cw}}

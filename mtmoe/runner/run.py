@@ -111,19 +111,33 @@ def flops_batch(env, device: torch.device, batch: int = 16) -> tuple[torch.Tenso
 
 
 class EpisodeLog:
-    """Per-task returns of finished episodes: the window of the last ones, and everything."""
+    """Per-task returns (and successes, for tasks that report them) of finished episodes: the
+    window of the last ones, and everything."""
 
     def __init__(self, tasks: list[str], window: int = 20):
         self.tasks = tasks
         self.recent = {t: deque(maxlen=window) for t in tasks}
         self.recent_norm = {t: deque(maxlen=window) for t in tasks}
+        self.recent_success = {t: deque(maxlen=window) for t in tasks}
         self.count = defaultdict(int)
 
     def add(self, episodes: list[dict]) -> None:
         for e in episodes:
             self.recent[e["task"]].append(e["return"])
             self.recent_norm[e["task"]].append(e["normalized"])
+            if "success" in e:
+                self.recent_success[e["task"]].append(e["success"])
             self.count[e["task"]] += 1
+
+    def __setstate__(self, state: dict) -> None:  # checkpoints from before success was logged
+        self.__dict__.update(state)
+        if "recent_success" not in state:
+            self.recent_success = {t: deque(maxlen=d.maxlen) for t, d in self.recent.items()}
+
+    def success_means(self) -> dict[str, float] | None:
+        """Success rate of the last episodes per task that reports success; None if none does."""
+        rates = {t: float(np.mean(v)) for t, v in self.recent_success.items() if v}
+        return rates or None
 
     def means(self) -> dict[str, float | None]:
         return {t: float(np.mean(v)) if v else None for t, v in self.recent.items()}
@@ -196,6 +210,8 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
                         **{k: v for k, v in stats.items() if k != "global_step"},
                         "return": st.log.means(), "normalized": st.log.norm_means(), "episodes": dict(st.log.count),
                         "switches": switches}
+                if st.log.success_means():
+                    line["success"] = st.log.success_means()
                 metrics.write(json.dumps(line) + "\n")
                 metrics.flush()
                 for k, v in stats.items():
@@ -236,6 +252,7 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
         "steps_per_s": round(agent.global_step / max(elapsed - st.measuring, 1e-9), 1), "device": str(device),
         "envs": "tensor" if getattr(env, "on_device", False) else "host",
         "first_return": st.first_means, "final_return": st.log.means(), "final_normalized": st.log.norm_means(),
+        "final_success": st.log.success_means(),
         "episodes": dict(st.log.count),
         "param_counts": {name: net.param_counts() for name, net in nets.items()},
         "flops": {**flops, "total": flops["per_env_step"] * agent.global_step} if flops else None,
@@ -381,27 +398,30 @@ class _Evaluation:
         self.last, self.last_step = self.evaluator.run(agent, step), step
         metrics.write(json.dumps({"global_step": step, "eval": self.last}) + "\n")
         for task, result in self.last.items():
-            for key in ("return", "normalized"):
-                if result[key] is not None:
+            for key in ("return", "normalized", "success"):
+                if result.get(key) is not None:
                     self.writer.add_scalar(f"eval/{task}/{key}", result[key], step)
         self.next = step + self.every
 
     def state(self) -> dict:
         ev = self.evaluator
         return {"next": self.next, "last": self.last, "last_step": self.last_step,
-                "calls": ev.calls if ev else 0, "curves": ev.curves if ev else {}}
+                "calls": ev.calls if ev else 0, "curves": ev.curves if ev else {},
+                "success_curves": ev.success_curves if ev else {}}
 
     def load_state(self, state: dict) -> None:
         self.next, self.last, self.last_step = state["next"], state["last"], state["last_step"]
         if self.evaluator is not None:
             self.evaluator.calls, self.evaluator.curves = state["calls"], state["curves"]
+            self.evaluator.success_curves = state.get("success_curves", {})
 
     def nonstationarity(self, env, total_steps: int) -> dict | None:
         if self.evaluator is None or not env.schedule:
             return None
         from mtmoe.runner.evaluate import nonstationarity_summary
 
-        return nonstationarity_summary(self.evaluator.curves, env.schedule, env.task_names, total_steps)
+        return nonstationarity_summary(self.evaluator.curves, env.schedule, env.task_names, total_steps,
+                                      self.evaluator.success_curves)
 
 
 class _Progress:

@@ -305,9 +305,14 @@ class TaskMixture(gym.vector.VectorEnv):
             b.close()
 
 
+TWIN_MAX_ENVS = 64  # evaluation/probe envs in all: MT50's 50 MuJoCo scenes take ~0.25 s each to build
+
+
 def simultaneous_twin(env: TaskMixture, envs_per_task: int) -> TaskMixture:
     """A simultaneous mixture of the same tasks with the same unified spaces: evaluation and
-    probes see every task, whether the suite is simultaneous or sequential."""
+    probes see every task, whether the suite is simultaneous or sequential. Many tasks get
+    fewer slots each (at least one), so that the twin holds at most TWIN_MAX_ENVS envs."""
+    envs_per_task = max(1, min(envs_per_task, TWIN_MAX_ENVS // env.num_tasks))
     suite = dataclasses.replace(env.suite, mode="simultaneous", switch_every=None, order=env.suite.tasks, cycles=1,
                                 num_envs=None, envs_per_task=envs_per_task)
     return TaskMixture(suite, env.tasks)
