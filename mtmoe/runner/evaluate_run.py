@@ -186,6 +186,18 @@ def record_videos(env, agent, req: EvalRequest, folder: Path) -> dict[str, list[
     return out
 
 
+def _quiet_video_stack() -> None:
+    """MuJoCo's GL backend (read when mujoco is imported: before any env is built); no audio for
+    pygame's SDL (it complains about XDG_RUNTIME_DIR on a headless machine); no pkg_resources
+    deprecation notices from pygame and imageio-ffmpeg."""
+    import warnings
+
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # frames are drawn off screen (rgb_array)
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+
+
 def video_folder(root: Path, run_dir: Path, json_path: Path) -> Path:
     base = root / f"{run_dir.name}-{json_path.stem}"
     path, i = base, 1
@@ -231,7 +243,7 @@ def evaluate_run(req: EvalRequest, registry) -> Path:
     checkpoint = req.checkpoint or req.run_dir / CHECKPOINT
     device = pick_device(req.device)
     if req.video is not None:
-        os.environ.setdefault("MUJOCO_GL", "egl")  # mujoco reads it on import, before any env is built
+        _quiet_video_stack()
     state = read_checkpoint(checkpoint, device)
     env, agent = build(cfg, registry, device, state, checkpoint)
     try:
