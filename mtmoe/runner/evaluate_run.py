@@ -187,12 +187,10 @@ def record_videos(env, agent, req: EvalRequest, folder: Path) -> dict[str, list[
 
 
 def _quiet_video_stack() -> None:
-    """MuJoCo's GL backend (read when mujoco is imported: before any env is built); no audio for
-    pygame's SDL (it complains about XDG_RUNTIME_DIR on a headless machine); no pkg_resources
-    deprecation notices from pygame and imageio-ffmpeg."""
+    """No audio or display for pygame's SDL (frames are drawn off screen; SDL complains about
+    XDG_RUNTIME_DIR on a headless machine); no pkg_resources notices from pygame and imageio-ffmpeg."""
     import warnings
 
-    os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # frames are drawn off screen (rgb_array)
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
@@ -244,6 +242,9 @@ def evaluate_run(req: EvalRequest, registry) -> Path:
     device = pick_device(req.device)
     if req.video is not None:
         _quiet_video_stack()
+        from mtmoe.tasks.render import prepare_video
+
+        prepare_video([registry.task(t) for t in registry.suite(cfg.suite).tasks])
     state = read_checkpoint(checkpoint, device)
     env, agent = build(cfg, registry, device, state, checkpoint)
     try:

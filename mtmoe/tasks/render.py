@@ -23,23 +23,41 @@ from mtmoe.errors import MtmoeError
 from mtmoe.tasks.schema import TaskSpec
 
 RENDERERS: dict[str, Callable[[TaskSpec], gym.Env]] = {}
+PREPARE: dict[str, Callable[[], None]] = {}
 
 
-def renderer(backend: str):
-    """Register `factory(task) -> gym.Env` as the render env of a backend."""
+def renderer(backend: str, prepare: Callable[[], None] | None = None):
+    """Register `factory(task) -> gym.Env` as the render env of a backend; `prepare()` runs before
+    any env of the run is built (e.g. choosing MuJoCo's GL backend, which mujoco reads on import)."""
 
     def register(factory: Callable[[TaskSpec], gym.Env]):
         RENDERERS[backend] = factory
+        if prepare is not None:
+            PREPARE[backend] = prepare
         return factory
 
     return register
 
 
+def _no_renderer(task: TaskSpec) -> MtmoeError:
+    return MtmoeError(f"--video: the {task.backend} backend (task {task.id}) cannot render videos; "
+                      f"backends that can: {', '.join(sorted(RENDERERS))}")
+
+
+def prepare_video(tasks: list[TaskSpec]) -> None:
+    """Before anything is built or played: every task's backend has a renderer, and its setup runs."""
+    for task in tasks:
+        if task.backend not in RENDERERS:
+            raise _no_renderer(task)
+    for backend in dict.fromkeys(t.backend for t in tasks):
+        if backend in PREPARE:
+            PREPARE[backend]()
+
+
 def make_render_env(task: TaskSpec, seed: int | None = None) -> gym.Env:
     """The task's render env, checked once (reset and one frame): errors are one line naming the backend."""
     if task.backend not in RENDERERS:
-        raise MtmoeError(f"--video: the {task.backend} backend (task {task.id}) cannot render videos; "
-                         f"backends that can: {', '.join(sorted(RENDERERS))}")
+        raise _no_renderer(task)
     env = None
     try:
         env = RENDERERS[task.backend](task)
@@ -135,9 +153,19 @@ def _gym(task: TaskSpec) -> gym.Env:
     return _backend_layout(gym.make(task.env, render_mode="rgb_array", **kwargs), task.env)
 
 
-@renderer("mujoco")
+def _mujoco_gl() -> None:
+    """MuJoCo draws off screen through MUJOCO_GL (egl by default here), chosen when mujoco is imported."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    try:
+        import mujoco  # noqa: F401
+    except Exception as e:  # e.g. MUJOCO_GL=osmesa without libOSMesa: PyOpenGL fails inside the import
+        reason = (str(e).strip().splitlines() or [""])[0][:120]
+        raise MtmoeError(f"--video: MuJoCo cannot start its GL backend MUJOCO_GL={os.environ['MUJOCO_GL']} here "
+                         f"({type(e).__name__}: {reason}); try MUJOCO_GL=egl or osmesa with its libraries") from None
+
+
+@renderer("mujoco", prepare=_mujoco_gl)
 def _mujoco(task: TaskSpec) -> gym.Env:
-    os.environ.setdefault("MUJOCO_GL", "egl")  # read when mujoco is imported (evaluate sets it before that)
     kwargs = dict(task.options.env_kwargs)
     if task.max_episode_steps:
         kwargs["max_episode_steps"] = task.max_episode_steps
@@ -235,9 +263,8 @@ class MetaWorldRenderEnv(gym.Env):
         self.env.close()
 
 
-@renderer("metaworld")
+@renderer("metaworld", prepare=_mujoco_gl)
 def _metaworld(task: TaskSpec) -> gym.Env:
-    os.environ.setdefault("MUJOCO_GL", "egl")
     return MetaWorldRenderEnv(task)
 
 
