@@ -125,3 +125,25 @@ def test_minatar_frames_colour_each_channel():
     assert len({tuple(c) for c in palette}) == 5  # black and four distinct colours
     assert (frame[2 * 16:3 * 16, 3 * 16:4 * 16] == palette[2]).all()
     assert (frame[-16:, -16:] == palette[4]).all() and (frame[:16, :16] == 0).all()
+
+
+def test_a_continual_run_is_evaluated_on_every_task(tmp_path, capsys):
+    assert main(["run", "--suite", "minatar-continual", "--steps", "72", "--out", str(tmp_path), *TINY]) == 0
+    (run_dir,) = (tmp_path / "minatar-continual").iterdir()
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir), "--episodes", "1"]) == 0
+    out = capsys.readouterr().out
+    tasks = json.loads((run_dir / "evaluate.json").read_text())["tasks"]
+    assert set(tasks) == set(SUITES["minatar-multitask"]) and all(s["finished"] == 1 for s in tasks.values())
+    assert all(t in out for t in tasks)
+
+
+def test_a_gpu_trained_checkpoint_is_evaluated_on_a_cpu(runs, tmp_path, capsys):
+    """A CUDA generator's state (16 bytes) does not fit a CPU generator: evaluation keeps a fresh one."""
+    run_dir = runs["gym-single"]
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    state["agent"]["generator"] = torch.zeros(16, dtype=torch.uint8)
+    torch.save(state, tmp_path / "cuda.pt")
+    assert main(["evaluate", str(run_dir), "--episodes", "1", "--stochastic", "--device", "cpu",
+                 "--checkpoint", str(tmp_path / "cuda.pt")]) == 0
+    assert "gym-cartpole" in capsys.readouterr().out

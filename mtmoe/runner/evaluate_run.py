@@ -81,13 +81,23 @@ def build(cfg: RunConfig, registry, device: torch.device, agent_state: dict, sou
     env = make_env(cfg, registry, device)
     agent, _ = build_agent(cfg, env, device)
     try:
-        agent.load_state_dict(agent_state)
+        agent.load_state_dict(_portable(agent, agent_state))
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
         env.close()
         reason = (str(e).splitlines() or [""])[0][:160]
         raise MtmoeError(f"evaluate: {source} does not fit the networks of its config.json "
                          f"({type(e).__name__}: {reason})") from None
     return env, agent
+
+
+def _portable(agent, state: dict) -> dict:
+    """A CUDA generator's state does not fit a CPU generator (or the reverse): a run trained on a GPU
+    and evaluated on a CPU keeps the fresh generator, which only seeds --stochastic sampling."""
+    mine = getattr(getattr(agent, "generator", None), "get_state", None)
+    saved = state.get("generator")
+    if mine is not None and isinstance(saved, torch.Tensor) and saved.numel() != mine().numel():
+        return {**state, "generator": mine()}
+    return state
 
 
 def task_stats(episodes: list[dict], requested: int) -> dict:
