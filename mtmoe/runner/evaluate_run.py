@@ -176,17 +176,31 @@ def _play_recorded(rec, env, agent, k: int, seed: int, req: EvalRequest) -> dict
     return out if success is None else {**out, "success": float(success)}
 
 
-def record_videos(env, agent, req: EvalRequest, folder: Path) -> dict[str, list[dict]]:
+def open_render_envs(tasks, req: EvalRequest) -> list:
+    """Every task's render env, built (and drawn once) before anything is played: a backend that
+    cannot render stops the command before the evaluation's minutes are spent."""
+    from mtmoe.tasks.render import make_render_env
+
+    envs = []
+    try:
+        for k, task in enumerate(tasks):
+            envs.append(make_render_env(task, req.seed + 1_000 * (k + 1)))
+    except MtmoeError:
+        for e in envs:
+            e.close()
+        raise
+    return envs
+
+
+def record_videos(env, agent, req: EvalRequest, render_envs: list, folder: Path) -> dict[str, list[dict]]:
     """`req.video_episodes` recorded games of every task: {task: [{file, return, length, …}]}."""
     from gymnasium.wrappers import RecordVideo
 
-    from mtmoe.tasks.render import make_render_env
-
     out = {}
-    for k, task in enumerate(env.tasks):
+    for k, (task, renv) in enumerate(zip(env.tasks, render_envs)):
         seed = req.seed + 1_000 * (k + 1)
-        rec = RecordVideo(make_render_env(task, seed), str(folder / task.id), episode_trigger=lambda _: True,
-                          name_prefix=task.id, disable_logger=True)
+        rec = RecordVideo(renv, str(folder / task.id), episode_trigger=lambda _: True, name_prefix=task.id,
+                          disable_logger=True)
         try:
             games = [_play_recorded(rec, env, agent, k, seed + i, req) for i in range(req.video_episodes)]
         finally:
@@ -258,9 +272,11 @@ def evaluate_run(req: EvalRequest, registry) -> Path:
     state = read_checkpoint(checkpoint, device)
     env, agent = build(cfg, registry, device, state, checkpoint)
     try:
+        render_envs = open_render_envs(env.tasks, req) if req.video else []
         tasks, steps = play(env, agent, req)
         json_path = output_path(req.run_dir)
-        videos = record_videos(env, agent, req, video_folder(req.video, req.run_dir, json_path)) if req.video else None
+        videos = (record_videos(env, agent, req, render_envs, video_folder(req.video, req.run_dir, json_path))
+                  if req.video else None)
     finally:
         env.close()
     result = {"run_dir": str(req.run_dir), "checkpoint": str(checkpoint), "suite": cfg.suite, "algo": cfg.algo,
