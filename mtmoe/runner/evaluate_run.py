@@ -255,7 +255,8 @@ def print_table(result: dict) -> None:
     for t, games in (result.get("videos") or {}).items():
         for g in games:
             cut = f" (cut at {g['length']:,} steps: --video-max-steps)" if g["cut_at_max_steps"] else ""
-            console.print(f"video {t}: {g['file']} (return {g['return']:.2f}, {g['length']:,} steps){cut}")
+            won = f", success {g['success']:.0f}" if "success" in g else ""
+            console.print(f"video {t}: {g['file']} (return {g['return']:.2f}, {g['length']:,} steps{won}){cut}")
 
 
 def evaluate_run(req: EvalRequest, registry) -> Path:
