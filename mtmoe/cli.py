@@ -86,6 +86,29 @@ def build_parser() -> argparse.ArgumentParser:
                         "pip install --no-deps -r requirements/sample-factory.txt)")
     _tasks_dir_arg(p)
 
+    p = sub.add_parser("evaluate", help="play a trained run's policy: per-task scores, videos",
+                       description="Load a run folder's config.json and checkpoint, play N episodes of every task "
+                                   "and print per-task returns (mean ± std), normalized scores and success rates; "
+                                   "writes RUN_DIR/evaluate.json (evaluate-1.json … when one exists). --video DIR "
+                                   "also records mp4s of each task.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (of `mtmoe run` or a sweep)")
+    p.add_argument("--episodes", type=positive_int, default=10, help="episodes per task (default 10)")
+    p.add_argument("--checkpoint", metavar="FILE", help="checkpoint to load (default: RUN_DIR/checkpoint.pt)")
+    policy = p.add_mutually_exclusive_group()
+    policy.add_argument("--deterministic", dest="deterministic", action="store_true", default=True,
+                        help="the policy's mode (default)")
+    policy.add_argument("--stochastic", dest="deterministic", action="store_false", help="sample actions")
+    p.add_argument("--video", metavar="DIR", help="record mp4s of each task under DIR (gymnasium RecordVideo)")
+    p.add_argument("--video-episodes", type=positive_int, default=1, help="recorded episodes per task (default 1)")
+    p.add_argument("--video-max-steps", type=positive_int, default=5000,
+                   help="steps after which a recorded episode is cut (default 5000)")
+    p.add_argument("--max-steps", type=positive_int, default=100_000,
+                   help="vector steps the evaluation may take; a task that finished fewer episodes by then is "
+                        "marked in the table (default 100000)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the evaluation envs (default 0)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _tasks_dir_arg(p)
+
     p = sub.add_parser("sweep", help="a grid of runs over placements, seeds, MoE kinds …",
                        description="Run a grid of runs (suites × placements × MoE kinds × positions × experts × "
                                    "seeds) in parallel processes. Started again on the same --out, it skips complete "
@@ -205,6 +228,19 @@ def _run(args) -> None:
     views.run_summary(run_dir)
 
 
+def _evaluate(args) -> None:
+    from pathlib import Path
+
+    from mtmoe.runner.evaluate_run import EvalRequest, evaluate_run
+    from mtmoe.tasks.registry import load_registry
+
+    evaluate_run(EvalRequest(
+        run_dir=Path(args.run_dir), episodes=args.episodes, deterministic=args.deterministic,
+        checkpoint=Path(args.checkpoint) if args.checkpoint else None, video=Path(args.video) if args.video else None,
+        video_episodes=args.video_episodes, video_max_steps=args.video_max_steps, max_steps=args.max_steps,
+        seed=args.seed, device=args.device), load_registry(args.tasks_dir))
+
+
 def _sweep(args) -> None:
     from pathlib import Path
 
@@ -280,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             views.suites_table(args.tasks_dir)
         elif args.command == "run":
             _run(args)
+        elif args.command == "evaluate":
+            _evaluate(args)
         elif args.command == "compare":
             _compare(args)
         elif args.command == "scaling":

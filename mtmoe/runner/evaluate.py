@@ -27,19 +27,24 @@ class Evaluator:
         self.curves: dict[str, list[tuple[int, float]]] = {t: [] for t in self.names}
         self.success_curves: dict[str, list[tuple[int, float]]] = {}  # tasks that report success
 
-    def run(self, agent, step: int) -> dict[str, dict]:
+    def play(self, agent, deterministic: bool = True) -> tuple[dict[str, list[dict]], int]:
+        """(each task's first `episodes` finished games (the mixture's episode dicts), vector steps
+        played): until every task has them or the cap is hit (then a task may have fewer)."""
         obs, info = self.env.reset(seed=self.seed + 7919 * self.calls)
         self.calls += 1
         done: dict[str, list[dict]] = {t: [] for t in self.names}
-        for _ in range(self.cap):
-            obs, _, _, _, info = self.env.step(agent.act(obs, info, deterministic=True))
+        steps = 0
+        while steps < self.cap and min(len(v) for v in done.values()) < self.episodes:
+            obs, _, _, _, info = self.env.step(agent.act(obs, info, deterministic=deterministic))
+            steps += 1
             for e in info.get("episodes", []):
                 done[e["task"]].append(e)
-            if min(len(v) for v in done.values()) >= self.episodes:
-                break
+        return {t: eps[: self.episodes] for t, eps in done.items()}, steps
+
+    def run(self, agent, step: int) -> dict[str, dict]:
+        done, _ = self.play(agent)
         out = {}
         for t, eps in done.items():
-            eps = eps[: self.episodes]
             norm = float(np.mean([e["normalized"] for e in eps])) if eps else None
             out[t] = {"return": float(np.mean([e["return"] for e in eps])) if eps else None,
                       "normalized": norm, "episodes": len(eps)}

@@ -73,7 +73,7 @@ class ProcgenVecEnv:
                                 n_actions=len(names), action_names=names)
         self.stepped = False
 
-    def _build(self, seed: int | None):
+    def _build(self, seed: int | None, **extra):
         o = self.options
         levels = {} if o.distribution_mode == "exploration" else (  # exploration fixes its one level
             dict(num_levels=o.num_levels, start_level=o.start_level))
@@ -83,7 +83,7 @@ class ProcgenVecEnv:
             use_monochrome_assets=o.use_monochrome_assets, center_agent=o.center_agent,
             use_sequential_levels=o.use_sequential_levels,
             rand_seed=None if seed is None else seed % 2**31,  # procgen takes a non-negative int32
-            **levels,
+            **levels, **extra,
         )
 
     @staticmethod
