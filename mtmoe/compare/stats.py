@@ -1,10 +1,10 @@
 """Score matrices and the statistics of a comparison (all aggregate statistics are rliable's,
 through mtmoe.metrics.aggregate, seeded).
 
-Scores: a task with reference scores (Atari human/random, Procgen min/max) is normalized
-against them. A task without (MinAtar, MuJoCo, classic control) is divided by the best mean
-score any label reached on it in this comparison, so every task weighs the same in the
-aggregate; the report says which tasks were scaled that way.
+Scores (see mtmoe.compare.normalize): by default a task with reference scores (Atari
+human/random, Procgen min/max, MinAtar random/reference) is normalized against them; a task
+without is divided by the best mean score any label reached on it in this comparison, so every
+task weighs the same in the aggregate; the report says which tasks were scaled that way.
 """
 
 from __future__ import annotations
@@ -33,27 +33,42 @@ def label_order(labels) -> list[str]:
     return sorted(set(labels), key=key)
 
 
-def score_matrices(runs: list[RunResult], kind: str, warn) -> tuple[dict[str, np.ndarray], list[str], dict]:
-    """{label: (runs × tasks) normalized scores}, task order, {task: how it was normalized}."""
+def score_matrices(runs: list[RunResult], kind: str, warn, normalize: str = "reference"
+                   ) -> tuple[dict[str, np.ndarray], list[str], dict]:
+    """{label: (runs × tasks) scores}, task order, {task: how it was normalized}; `normalize` is a
+    mode of mtmoe.compare.normalize (reference | best-label | raw), applied to raw final returns."""
     tasks = runs[0].tasks
     raw: dict[str, list[list[float]]] = defaultdict(list)
     for r in runs:
-        row = [r.score(t, kind) for t in tasks]
+        row = [r.raw_score(t, kind) for t in tasks]
         if any(v is None for v in row):
             warn(f"{r.path}: no {kind} score for {[t for t, v in zip(tasks, row) if v is None]}; left out of the {kind} table")
             continue
+        if normalize == "reference":
+            row = [r.normalize(t, v) for t, v in zip(tasks, row)]
         raw[r.label].append(row)
     scale, how = {}, {}
     for j, t in enumerate(tasks):
-        if runs[0].reference(t):
-            scale[t], how[t] = 1.0, "reference scores"
+        if normalize == "raw":
+            scale[t], how[t] = 1.0, "raw"
+            continue
+        if normalize == "reference" and runs[0].reference(t):
+            scale[t], how[t] = 1.0, f"reference scores ({_reference_text(runs[0], t)})"
             continue
         best = max((np.mean([row[j] for row in rows]) for rows in raw.values()), default=0.0)
         scale[t] = best if best > 0 else 1.0
-        how[t] = f"raw / {scale[t]:.4g} (best label mean)" if best > 0 else "raw (no positive mean to scale by)"
+        why = "; no reference scores" if normalize == "reference" else ""
+        how[t] = (f"raw / {scale[t]:.4g} (best-label mean{why})" if best > 0
+                  else f"raw (no positive mean to scale by{why})")
     mats = {label: np.array(rows, dtype=float) / np.array([scale[t] for t in tasks])
             for label, rows in raw.items()}
     return {k: mats[k] for k in label_order(mats)}, tasks, how
+
+
+def _reference_text(run: RunResult, task: str) -> str:
+    n = run.summary["normalization"][task]
+    where = ", from the current task registry" if task in run.renormalized else ""
+    return f"(raw − {n['low']:.4g}) / ({n['high']:.4g} − {n['low']:.4g}){where}"
 
 
 def aggregate_table(mats: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) -> dict[str, dict]:
