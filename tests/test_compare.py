@@ -97,7 +97,7 @@ def test_tasks_without_reference_scores_are_scaled_by_the_best_label(tmp_path):
     # task-a: best label mean 6 (both); task-b: 10 (none); task-c: no positive mean -> raw
     np.testing.assert_allclose(mats["both"], [[4 / 6, 0.5, -2.0], [8 / 6, 0.5, -2.0]])
     np.testing.assert_allclose(mats["none"], [[2 / 6, 1.0, -1.0], [4 / 6, 1.0, -1.0]])
-    assert "best label mean" in how["task-a"] and how["task-c"].startswith("raw")
+    assert "best-label mean" in how["task-a"] and how["task-c"].startswith("raw")
 
 
 def test_missing_or_corrupt_files_warn_and_do_not_crash(results, tmp_path):
