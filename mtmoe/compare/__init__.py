@@ -175,7 +175,7 @@ def render_report(result: dict, paths: list[Path], score: str, reps: int, seed: 
           f"Runs from: {', '.join(str(p) for p in paths)}. Score: {what}. Aggregates: rliable, "
           f"{reps} stratified-bootstrap resamples (seed {seed}), 95% percentile CIs. "
           f"P(> none): probability that a run of the label beats a run of placement none on a task "
-          "(Agarwal et al. 2021). Normalization (`--normalize {normalize}`): {NORMALIZE_TEXT[normalize]}. "
+          f"(Agarwal et al. 2021). Normalization (`--normalize {normalize}`): {NORMALIZE_TEXT[normalize]}. "
           "steps/s depend on the machine's load while the runs ran.", ""]
     for suite, e in result.items():
         md += [f"## {suite}", "", f"Env steps per run: {', '.join(f'{k}: {v[0]:,}' for k, v in e['steps'].items())}.", "",

@@ -35,7 +35,7 @@ def renormalize(runs: list[RunResult], registry) -> dict[str, list[str]]:
     changed: dict[str, list[str]] = {}
     for r in runs:
         norms = r.summary.setdefault("normalization", {})
-        for t in r.tasks:
+        for t in dict.fromkeys([*r.tasks, *r.train, *r.evals]):
             new = registry_normalization(registry, t)
             if new is None or _same(norms.get(t), new):
                 continue

@@ -39,7 +39,7 @@ def aggregate_plot(table: dict[str, dict], path: Path, title: str) -> Path:
     for ax in np.atleast_1d(axes):
         ax.xaxis.set_major_locator(MaxNLocator(nbins=3))
         ax.tick_params(axis="x", labelsize=9)
-    fig.suptitle(f"{title}: aggregate normalized final score (95% CIs)", y=1.06)
+    fig.suptitle(f"{title}: aggregate normalized final score (95% CIs)", y=1.22)
     fig.savefig(path, bbox_inches="tight", dpi=110)
     plt.close(fig)
     return path
