@@ -231,3 +231,18 @@ def test_cli_compare_normalize_flag_reaches_the_report(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["compare", str(tmp_path), "--normalize", "zscore"])
     assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_intrinsic_plot_marks_a_fit_at_its_bound_not_identified(tmp_path):
+    from mtmoe.scaling.intrinsic import ALPHA_RANGE
+    from mtmoe.scaling.plots import intrinsic_plot
+
+    N, E = np.repeat([1e4, 1e5], 5), np.tile(np.geomspace(1e3, 1e6, 5), 2)
+    points = {"N": N, "E": E, "I": N * E / 1e3}
+    fits = {"good": {"alpha_N": 0.5, "alpha_E": 0.7}, "bad": {"alpha_N": ALPHA_RANGE[1], "alpha_E": 0.7}}
+    entry = {"families": {fam: {"fit": {"fit": {**f, "N_c": 1e3, "E_c": 1e3}, "points": points}} for fam, f in fits.items()}}
+    _, fig = intrinsic_plot(entry, tmp_path / "i.png", "x", keep=True)
+    good, bad = fig.axes
+    assert {line.get_linestyle() for line in good.get_lines()} == {"-"} and "α_N=0.5" in good.get_title()
+    assert {line.get_linestyle() for line in bad.get_lines()} == {"--"} and "not identified" in bad.get_title()
+    assert any("fit bound" in t.get_text() for t in bad.texts)
