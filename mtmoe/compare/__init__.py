@@ -43,7 +43,7 @@ def compare(paths: list[Path], out: Path, score: str = "eval", reps: int = 2000,
         entry = _suite_entry(group, score, reps, seed, normalize, warn)
         if entry is None:
             continue
-        entry["renormalized"] = renormalized.get(suite, [])
+        entry["renormalized"], entry["normalize"] = renormalized.get(suite, []), normalize
         if plots:
             entry["plots"] = _plots(group, frame[frame["suite"] == suite], entry, out, suite, reps, seed)
         result[suite] = entry
