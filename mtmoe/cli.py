@@ -148,6 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
     _report_args(p, "compare")
     p.add_argument("--score", choices=["eval", "train"], default="eval",
                    help="eval: final evaluation return (default); train: mean of the last training episodes")
+    p.add_argument("--normalize", choices=["reference", "best-label", "raw"], default="reference",
+                   help="reference: each task's reference scores from the current task registry, best-label for "
+                        "tasks without (default); best-label: raw / the best label's mean per task; raw: unscaled")
+    _tasks_dir_arg(p)
+
+    p = sub.add_parser("export", help="results folders as one table (csv or parquet)",
+                       description="Read results folders (of `run` or `sweep`) and write one row per run × task × "
+                                   "log point (train, eval and probe values; columns in README \"Results as a "
+                                   "DataFrame\") to a .csv or .parquet file.")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="results folders (searched recursively for runs)")
+    p.add_argument("--out", required=True, help="the file to write: runs.csv or runs.parquet (parquet needs pyarrow)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    _tasks_dir_arg(p)
 
     p = sub.add_parser("scaling", help="returns against parameters and compute, intrinsic performance",
                        description="Read the results of a size sweep (e.g. `mtmoe sweep --experts 1,4,16 …`) and, per "
@@ -279,9 +292,18 @@ def _compare(args) -> None:
     dirs = [Path(d) for d in args.dirs]
     out = Path(args.out) if args.out else dirs[0] / "compare"
     warn = lambda msg: print(f"mtmoe: warning: {msg}", file=sys.stderr)  # noqa: E731
-    result = compare(dirs, out, score=args.score, reps=args.reps, seed=args.seed, plots=not args.no_plots, warn=warn)
+    result = compare(dirs, out, score=args.score, reps=args.reps, seed=args.seed, plots=not args.no_plots, warn=warn,
+                     normalize=args.normalize, tasks_dirs=args.tasks_dir)
     views.compare_tables(result)
     print(f"report: {out / 'report.md'}", file=sys.stderr)
+
+
+def _export(args) -> None:
+    from mtmoe.results import export
+
+    warn = lambda msg: print(f"mtmoe: warning: {msg}", file=sys.stderr)  # noqa: E731
+    path, rows = export(args.dirs, args.out, force=args.force, warn=warn, tasks_dirs=args.tasks_dir)
+    print(f"export: {rows:,} rows -> {path}", file=sys.stderr)
 
 
 def _scaling(args) -> None:
@@ -320,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
             _evaluate(args)
         elif args.command == "compare":
             _compare(args)
+        elif args.command == "export":
+            _export(args)
         elif args.command == "scaling":
             _scaling(args)
         elif args.command == "sweep":

@@ -163,7 +163,8 @@ def compare_tables(result: dict) -> None:
     from mtmoe.compare import MAIN_HEADER, main_rows
 
     for suite, entry in result.items():
-        table = Table(title=f"{suite} · normalized final score")
+        how = {"best-label": "best-label scaled", "raw": "raw"}.get(entry.get("normalize"), "normalized")
+        table = Table(title=f"{suite} · {how} final score")
         for col in MAIN_HEADER:
             table.add_column(col)
         for row in main_rows(entry):

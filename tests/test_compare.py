@@ -97,7 +97,7 @@ def test_tasks_without_reference_scores_are_scaled_by_the_best_label(tmp_path):
     # task-a: best label mean 6 (both); task-b: 10 (none); task-c: no positive mean -> raw
     np.testing.assert_allclose(mats["both"], [[4 / 6, 0.5, -2.0], [8 / 6, 0.5, -2.0]])
     np.testing.assert_allclose(mats["none"], [[2 / 6, 1.0, -1.0], [4 / 6, 1.0, -1.0]])
-    assert "best label mean" in how["task-a"] and how["task-c"].startswith("raw")
+    assert "best-label mean" in how["task-a"] and how["task-c"].startswith("raw")
 
 
 def test_missing_or_corrupt_files_warn_and_do_not_crash(results, tmp_path):
@@ -148,3 +148,101 @@ def test_runs_of_two_backends_are_labelled_apart(tmp_path):
     # each backend's critic is measured against that backend's none (equal scores: P = 0.5)
     assert table["critic"]["p_improve"][0] == table["critic [sample-factory]"]["p_improve"][0] == 0.5
     assert table["none"]["p_improve"] is None and table["none [sample-factory]"]["p_improve"] is None
+
+
+def test_profile_legend_entries_are_the_labels_drawn(tmp_path):
+    from mtmoe.compare.plots import profile_plot
+    from mtmoe.compare.stats import performance_profiles
+
+    mats = {k: RNG.uniform(0, 1, (4, 3)) for k in ("none", "actor", "critic", "both")}
+    taus, profiles, cis = performance_profiles(mats, reps=50)
+    _, fig = profile_plot(taus, profiles, cis, tmp_path / "p.png", "x", keep=True)
+    ax = fig.axes[0]
+    drawn = [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == drawn == list(mats)
+    assert [h.get_color() for h in ax.get_legend().legend_handles] == [line.get_color() for line in ax.get_lines()]
+
+
+def test_vectorized_bands_equal_a_per_point_computation():
+    from mtmoe.compare.stats import bootstrap_bands
+
+    vals = np.random.default_rng(1).normal(size=(5, 40)).cumsum(axis=1)
+    mean, low, high = bootstrap_bands(vals, reps=300, seed=7)
+    idx = np.random.default_rng(7).integers(0, 5, size=(300, 5))  # the same resamples of the runs
+    for i in range(vals.shape[1]):
+        means = np.array([np.mean(vals[rows, i]) for rows in idx])
+        assert mean[i] == pytest.approx(np.mean(vals[:, i]))
+        assert (low[i], high[i]) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
+
+
+def test_fast_iqm_and_improvement_probability_equal_rliable():
+    from mtmoe.metrics.aggregate import improvement_probability, iqm
+
+    rng = np.random.default_rng(2)
+    for shape in ((3, 3), (5, 4), (7, 1)):
+        x, y = rng.integers(0, 4, shape).astype(float), rng.integers(0, 4, (shape[0] + 1, shape[1])).astype(float)
+        assert iqm(x) == rly_metrics.aggregate_iqm(x)
+        assert improvement_probability(x, y) == rly_metrics.probability_of_improvement(x, y)
+        assert improvement_probability(x, x) == 0.5
+
+
+def test_fewer_than_five_seeds_warns_once_per_suite(tmp_path):
+    for suite in ("s1", "s2"):
+        for seed in range(3):
+            write_run(tmp_path, suite, "none", seed, [0.5, 0.5, 0.5])
+            write_run(tmp_path, suite, "critic", seed, [0.6, 0.6, 0.6])
+    warnings = []
+    compare([tmp_path], tmp_path / "r", reps=20, plots=False, warn=warnings.append)
+    few = [w for w in warnings if "fewer than 5 seeds" in w]
+    assert len(few) == 2 and all("none (3)" in w and "critic (3)" in w for w in few)
+
+
+def _runs_with_reference(tmp_path, low=1.0, high=5.0):
+    """none: raw (3, 9, 2) and (5, 9, 4); both: raw (7, 3, 2) and (9, 3, 4); references low/high on every task."""
+    for seed, (a, b) in enumerate([((3.0, 9.0, 2.0), (7.0, 3.0, 2.0)), ((5.0, 9.0, 4.0), (9.0, 3.0, 4.0))]):
+        for placement, raw in (("none", a), ("both", b)):
+            path = write_run(tmp_path, "s", placement, seed, list(raw))
+            summary = json.loads((path / "summary.json").read_text())
+            summary["normalization"] = {t: {"low": low, "high": high, "source": "test"} for t in TASKS}
+            (path / "summary.json").write_text(json.dumps(summary))
+    return load_runs([tmp_path], pytest.fail)
+
+
+def test_reference_best_label_and_raw_normalization_give_known_values(tmp_path):
+    runs = _runs_with_reference(tmp_path)
+    ref, _, how = score_matrices(runs, "eval", pytest.fail, "reference")
+    np.testing.assert_allclose(ref["none"], [[0.5, 2.0, 0.25], [1.0, 2.0, 0.75]])  # (raw - 1) / 4
+    np.testing.assert_allclose(ref["both"], [[1.5, 0.5, 0.25], [2.0, 0.5, 0.75]])
+    assert how["task-a"].startswith("reference scores")
+    best, _, how = score_matrices(runs, "eval", pytest.fail, "best-label")
+    # best label means: task-a 8 (both), task-b 9 (none), task-c 3 (tie)
+    np.testing.assert_allclose(best["none"], [[3 / 8, 1.0, 2 / 3], [5 / 8, 1.0, 4 / 3]])
+    np.testing.assert_allclose(best["both"], [[7 / 8, 1 / 3, 2 / 3], [9 / 8, 1 / 3, 4 / 3]])
+    assert "best-label mean" in how["task-a"]
+    raw, _, how = score_matrices(runs, "eval", pytest.fail, "raw")
+    np.testing.assert_allclose(raw["both"], [[7, 3, 2], [9, 3, 4]]) and how["task-c"] == "raw"
+
+
+def test_cli_compare_normalize_flag_reaches_the_report(tmp_path, capsys):
+    _runs_with_reference(tmp_path)
+    assert main(["compare", str(tmp_path), "--out", str(tmp_path / "r"), "--reps", "20", "--no-plots",
+                 "--normalize", "best-label"]) == 0
+    assert "--normalize best-label" in (tmp_path / "r" / "report.md").read_text()
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", str(tmp_path), "--normalize", "zscore"])
+    assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_intrinsic_plot_marks_a_fit_at_its_bound_not_identified(tmp_path):
+    from mtmoe.scaling.intrinsic import ALPHA_RANGE
+    from mtmoe.scaling.plots import intrinsic_plot
+
+    N, E = np.repeat([1e4, 1e5], 5), np.tile(np.geomspace(1e3, 1e6, 5), 2)
+    points = {"N": N, "E": E, "I": N * E / 1e3}
+    fits = {"good": {"alpha_N": 0.5, "alpha_E": 0.7}, "bad": {"alpha_N": ALPHA_RANGE[1], "alpha_E": 0.7}}
+    entry = {"families": {fam: {"fit": {"fit": {**f, "N_c": 1e3, "E_c": 1e3}, "points": points}} for fam, f in fits.items()}}
+    _, fig = intrinsic_plot(entry, tmp_path / "i.png", "x", keep=True)
+    good, bad = fig.axes
+    assert {line.get_linestyle() for line in good.get_lines()} == {"-"} and "α_N=0.5" in good.get_title()
+    assert {line.get_linestyle() for line in bad.get_lines()} == {"--"} and "not identified" in bad.get_title()
+    assert any("fit bound" in t.get_text() for t in bad.texts)

@@ -19,41 +19,71 @@ from mtmoe.compare.stats import (aggregate_table, label_order, nonstationarity_t
                                  performance_profiles, score_matrices)
 
 
+MIN_SEEDS = 5
+
+
 def compare(paths: list[Path], out: Path, score: str = "eval", reps: int = 2000, seed: int = 0,
-            plots: bool = True, warn=print) -> dict:
+            plots: bool = True, warn=print, normalize: str = "reference", tasks_dirs=()) -> dict:
     """Returns {suite: {"table": {label: stats}, "tasks": [...], "normalization": {...}, ...}}."""
+    from mtmoe.compare.normalize import check_mode, load_registry_quietly, renormalize
+    from mtmoe.results import runs_frame
+
+    check_mode(normalize)
     runs = load_runs(paths, warn)
+    renormalized = renormalize(runs, load_registry_quietly(tasks_dirs)) if normalize == "reference" else {}
+    frame = runs_frame(runs) if plots else None
     out.mkdir(parents=True, exist_ok=True)
     result = {}
     for suite in sorted({r.suite for r in runs}):
         group = [r for r in runs if r.suite == suite]
-        mats, tasks, how = score_matrices(group, score, warn)
-        if not mats:
-            warn(f"{suite}: no run has a {score} score for every task; suite left out")
+        _warn_few_seeds(suite, group, warn)
+        if renormalized.get(suite):
+            warn(f"{suite}: {', '.join(renormalized[suite])}: normalized with the current task registry's "
+                 "reference scores (the runs recorded none, or other ones)")
+        entry = _suite_entry(group, score, reps, seed, normalize, warn)
+        if entry is None:
             continue
-        table = aggregate_table(mats, reps=reps, seed=seed)
-        other = "train" if score == "eval" else "eval"
-        other_mats, _, other_how = score_matrices(group, other, lambda msg: None)
-        entry = {"other": {"score": other, "table": aggregate_table(other_mats, reps=reps, seed=seed) if other_mats
-                           else {}, "normalization": other_how},
-                 "table": table, "tasks": tasks, "normalization": how, "scores": {k: v.tolist() for k, v in mats.items()},
-                 "per_task": _per_task(group, tasks, score), "params": _params(group),
-                 "steps": _steps(group), "nonstationarity": nonstationarity_table(group), "plots": {}}
+        entry["renormalized"], entry["normalize"] = renormalized.get(suite, []), normalize
         if plots:
-            entry["plots"] = _plots(group, mats, table, out, suite, reps, seed)
+            entry["plots"] = _plots(group, frame[frame["suite"] == suite], entry, out, suite, reps, seed)
         result[suite] = entry
-    (out / "report.md").write_text(render_report(result, paths, score, reps, seed))
+    (out / "report.md").write_text(render_report(result, paths, score, reps, seed, normalize))
     return result
 
 
-def _plots(group: list[RunResult], mats, table, out: Path, suite: str, reps: int, seed: int) -> dict[str, str]:
+def _warn_few_seeds(suite: str, group: list[RunResult], warn) -> None:
+    """One line per suite naming the labels with fewer than MIN_SEEDS runs."""
+    counts = {label: sum(r.label == label for r in group) for label in label_order(r.label for r in group)}
+    few = {k: n for k, n in counts.items() if n < MIN_SEEDS}
+    if few:
+        warn(f"{suite}: fewer than {MIN_SEEDS} seeds for " + ", ".join(f"{k} ({n})" for k, n in few.items())
+             + ": bootstrap CIs from so few runs are unreliable")
+
+
+def _suite_entry(group: list[RunResult], score: str, reps: int, seed: int, normalize: str, warn) -> dict | None:
+    suite = group[0].suite
+    mats, tasks, how = score_matrices(group, score, warn, normalize)
+    if not mats:
+        warn(f"{suite}: no run has a {score} score for every task; suite left out")
+        return None
+    table = aggregate_table(mats, reps=reps, seed=seed)
+    other = "train" if score == "eval" else "eval"
+    other_mats, _, other_how = score_matrices(group, other, lambda msg: None, normalize)
+    return {"other": {"score": other, "table": aggregate_table(other_mats, reps=reps, seed=seed) if other_mats
+                      else {}, "normalization": other_how},
+            "table": table, "tasks": tasks, "normalization": how, "scores": {k: v.tolist() for k, v in mats.items()},
+            "per_task": _per_task(group, tasks, score), "params": _params(group),
+            "steps": _steps(group), "nonstationarity": nonstationarity_table(group), "plots": {}}
+
+
+def _plots(group: list[RunResult], frame, entry: dict, out: Path, suite: str, reps: int, seed: int) -> dict[str, str]:
     from mtmoe.compare import plots
 
-    made = {"aggregate": plots.aggregate_plot(table, out / f"{suite}-aggregate.png", suite)}
-    taus, profiles, cis = performance_profiles(mats, reps=reps, seed=seed)
+    made = {"aggregate": plots.aggregate_plot(entry["table"], out / f"{suite}-aggregate.png", suite)}
+    taus, profiles, cis = performance_profiles({k: np.array(v) for k, v in entry["scores"].items()}, reps=reps, seed=seed)
     made["profile"] = plots.profile_plot(taus, profiles, cis, out / f"{suite}-profile.png", suite)
-    made["curves"] = plots.learning_curves(group, out / f"{suite}-curves.png", suite)
-    made["plasticity"] = plots.plasticity_curves(group, out / f"{suite}-plasticity.png", suite)
+    made["curves"] = plots.learning_curves(frame, group, out / f"{suite}-curves.png", suite)
+    made["plasticity"] = plots.plasticity_curves(frame, group, out / f"{suite}-plasticity.png", suite)
     return {k: p.name for k, p in made.items() if p is not None}
 
 
@@ -127,20 +157,34 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def render_report(result: dict, paths: list[Path], score: str, reps: int, seed: int) -> str:
+NORMALIZE_TEXT = {
+    "reference": "each task's reference normalization, (raw − low) / (high − low), low/high from the current task "
+                 "registry (runs that predate a task's reference scores are re-normalized from their raw returns); "
+                 "tasks without reference scores are divided by the best label's mean (best-label), so a task that no "
+                 "label learns contributes mostly noise",
+    "best-label": "best-label scaling: every task's raw return divided by the best label's mean return on it in this "
+                  "comparison (the scale moves with the labels compared)",
+    "raw": "raw returns, unscaled (tasks with large returns dominate the aggregates)"}
+
+
+def render_report(result: dict, paths: list[Path], score: str, reps: int, seed: int,
+                  normalize: str = "reference") -> str:
     what = ("final evaluation return (deterministic policy, every task, at the end of training)" if score == "eval"
             else "final training return (mean of the last 20 episodes; continual suites: at the end of each task's phase)")
     md = ["# mtmoe comparison", "",
           f"Runs from: {', '.join(str(p) for p in paths)}. Score: {what}. Aggregates: rliable, "
           f"{reps} stratified-bootstrap resamples (seed {seed}), 95% percentile CIs. "
           f"P(> none): probability that a run of the label beats a run of placement none on a task "
-          "(Agarwal et al. 2021). Tasks without reference scores are divided by the best label's mean, so a "
-          "task that no label learns (scores near random play) contributes mostly noise. steps/s depend on "
-          "the machine's load while the runs ran.", ""]
+          f"(Agarwal et al. 2021). Normalization (`--normalize {normalize}`): {NORMALIZE_TEXT[normalize]}. "
+          "steps/s depend on the machine's load while the runs ran.", ""]
     for suite, e in result.items():
         md += [f"## {suite}", "", f"Env steps per run: {', '.join(f'{k}: {v[0]:,}' for k, v in e['steps'].items())}.", "",
                _md_table(MAIN_HEADER, main_rows(e)), "",
                "Normalization: " + "; ".join(f"{t}: {h}" for t, h in e["normalization"].items()) + ".", ""]
+        if e.get("renormalized"):
+            md += [f"Re-normalized: the runs of {', '.join(e['renormalized'])} recorded no reference normalization "
+                   "(or another one); their scores here are recomputed from raw returns with the current task "
+                   "registry's reference scores.", ""]
         if e["other"]["table"]:
             o = e["other"]
             what_o = ("final training return (last 20 episodes; in a continual suite each task's is taken at the "

@@ -25,7 +25,9 @@ class RunResult:
     train: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # task -> (step, return)
     evals: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # task -> (step, eval return)
     probes: list[tuple[int, dict]] = field(default_factory=list)  # (step, probe dict)
+    success: dict[tuple[str, str, int], float] = field(default_factory=dict)  # (train|eval, task, step) -> rate
     label: str = ""
+    renormalized: list[str] = field(default_factory=list)  # tasks whose normalization came from the registry
 
     @property
     def suite(self) -> str:
@@ -65,6 +67,12 @@ class RunResult:
         if norm is None or not self.reference(task):
             return raw
         return (raw - norm["low"]) / (norm["high"] - norm["low"])
+
+    def raw_score(self, task: str, kind: str = "eval") -> float | None:
+        """Final raw return of a task ('eval' or 'train', as in `score`)."""
+        if kind == "eval":
+            return ((self.summary.get("eval") or {}).get(task) or {}).get("return")
+        return self.summary["final_return"].get(task)
 
     def score(self, task: str, kind: str = "eval") -> float | None:
         """Final score of a task: 'eval' = last evaluation (deterministic policy, all tasks at
@@ -127,16 +135,10 @@ def load_run(path: Path, warn) -> RunResult | None:
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             bad += 1
             continue
-        if "return" in rec:
-            for t, v in (rec["return"] or {}).items():
-                if v is not None:
-                    run.train.setdefault(t, []).append((step, float(v)))
-        elif "eval" in rec:
-            for t, v in (rec["eval"] or {}).items():
-                if v and v.get("return") is not None:
-                    run.evals.setdefault(t, []).append((step, float(v["return"])))
-        elif "probe" in rec:
-            run.probes.append((step, rec["probe"]))
+        try:
+            _add_record(run, rec, step)
+        except (AttributeError, TypeError, ValueError):
+            bad += 1
     if bad:
         warn(f"{path}/metrics.jsonl: {bad} unreadable line(s) skipped")
     phases = (summary.get("nonstationarity") or {}).get("phases")
@@ -144,6 +146,26 @@ def load_run(path: Path, warn) -> RunResult | None:
         run.train = {t: [(s, v) for s, v in pts if any(p[0] == t and p[1] < s <= p[2] for p in phases)]
                      for t, pts in run.train.items()}
     return run
+
+
+def _add_record(run: RunResult, rec: dict, step: int) -> None:
+    """One metrics.jsonl line into the run's curves: training returns (and success rates, for
+    tasks that report success), evaluation returns (and success), probes."""
+    if "return" in rec:
+        success = rec.get("success") or {}
+        for t, v in (rec["return"] or {}).items():
+            if v is not None:
+                run.train.setdefault(t, []).append((step, float(v)))
+                if success.get(t) is not None:
+                    run.success[("train", t, step)] = float(success[t])
+    elif "eval" in rec:
+        for t, v in (rec["eval"] or {}).items():
+            if v and v.get("return") is not None:
+                run.evals.setdefault(t, []).append((step, float(v["return"])))
+                if v.get("success") is not None:
+                    run.success[("eval", t, step)] = float(v["success"])
+    elif "probe" in rec and isinstance(rec["probe"], dict):
+        run.probes.append((step, rec["probe"]))
 
 
 def load_runs(paths: list[Path], warn) -> list[RunResult]:

@@ -14,6 +14,7 @@ from mtmoe.compare.load import RunResult  # noqa: E402
 from mtmoe.compare.stats import curve_bands, label_order  # noqa: E402
 
 DORMANT_TAU = "dormant@0.025"
+SWITCH_LABEL = "task switch (continual suite)"
 
 
 def _colors(labels: list[str]) -> dict[str, tuple]:
@@ -22,40 +23,66 @@ def _colors(labels: list[str]) -> dict[str, tuple]:
 
 
 def aggregate_plot(table: dict[str, dict], path: Path, title: str) -> Path:
+    """IQM, mean and median with 95% CIs per label (rliable's interval plot), titled, with at most
+    three x ticks per panel so their labels never run into each other."""
+    from matplotlib.ticker import MaxNLocator
     from rliable import plot_utils
 
     labels = list(table)
     metrics = ["iqm", "mean", "median"]
     points = {k: np.array([table[k][m][0] for m in metrics]) for k in labels}
     cis = {k: np.array([[table[k][m][1] for m in metrics], [table[k][m][2] for m in metrics]]) for k in labels}
-    fig, _ = plot_utils.plot_interval_estimates(points, cis, metric_names=["IQM", "Mean", "Median"],
-                                                algorithms=labels, colors=_colors(labels),
-                                                xlabel="normalized score", subfigure_width=3.4,
-                                                row_height=0.45)
+    fig, axes = plot_utils.plot_interval_estimates(points, cis, metric_names=["IQM", "Mean", "Median"],
+                                                   algorithms=labels, colors=_colors(labels),
+                                                   xlabel="normalized score", subfigure_width=3.6,
+                                                   row_height=0.45, max_ticks=3, xlabel_y_coordinate=-0.3)
+    for ax in np.atleast_1d(axes):
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=3))
+        ax.tick_params(axis="x", labelsize=9)
+    fig.suptitle(f"{title}: aggregate normalized final score (95% CIs)", y=1.22)
     fig.savefig(path, bbox_inches="tight", dpi=110)
     plt.close(fig)
     return path
 
 
-def profile_plot(taus, profiles, cis, path: Path, title: str) -> Path:
-    from rliable import plot_utils
+def draw_profiles(ax, taus, profiles: dict, cis: dict) -> None:
+    """One labelled line per label and its (unlabelled) 95% band: legend entries = labels drawn."""
+    colors = _colors(list(profiles))
+    for label, profile in profiles.items():
+        ax.plot(taus, profile, color=colors[label], lw=2, label=label)
+        if label in cis:
+            ax.fill_between(taus, cis[label][0], cis[label][1], color=colors[label], alpha=0.2, lw=0)
+    ax.set_xlabel(r"normalized score $\tau$")
+    ax.set_ylabel(r"fraction of runs with score $> \tau$")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
 
+
+def profile_plot(taus, profiles, cis, path: Path, title: str, keep: bool = False):
+    """Performance profiles (rliable's score distributions); returns the path, or (path, fig) with `keep`."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=cis, ax=ax,
-                                         colors=_colors(list(profiles)), xlabel=r"normalized score $\tau$",
-                                         ylabel=r"fraction of runs with score $> \tau$")
-    ax.legend(list(profiles), fontsize=8)
+    draw_profiles(ax, taus, profiles, cis)
     ax.set_title(title)
     fig.savefig(path, bbox_inches="tight", dpi=110)
+    if keep:
+        return path, fig
     plt.close(fig)
     return path
 
 
 def _legend(fig, axes) -> None:
-    """One legend for the figure (top left, one row), from whichever panel has all the lines."""
+    """One legend for the figure (top left, one row), from whichever panel has all the lines; the
+    dotted task-switch marker gets its own entry when a panel draws one."""
     best = max((ax.get_legend_handles_labels() for ax in axes.flat), key=lambda hl: len(hl[0]))
-    if best[0]:
-        fig.legend(*best, loc="upper left", fontsize=8, ncol=len(best[0]), frameon=False)
+    handles, labels = list(best[0]), list(best[1])
+    if any(getattr(line, "_mtmoe_switch", False) for ax in axes.flat for line in ax.get_lines()):
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], color="gray", ls=":", lw=0.8))
+        labels.append(SWITCH_LABEL)
+    if handles:
+        fig.legend(handles, labels, loc="upper left", fontsize=8, ncol=len(handles), frameon=False)
 
 
 def _steps_axis(ax) -> None:
@@ -69,7 +96,7 @@ def _steps_axis(ax) -> None:
 def _switch_lines(ax, runs: list[RunResult]) -> None:
     ns = next((r.summary.get("nonstationarity") for r in runs if r.summary.get("nonstationarity")), None)
     for _, start, _ in (ns or {}).get("phases", [])[1:]:
-        ax.axvline(start, color="gray", ls=":", lw=0.8)
+        ax.axvline(start, color="gray", ls=":", lw=0.8)._mtmoe_switch = True
 
 
 def _band_panel(ax, bands: dict, colors: dict, runs: list[RunResult], title: str) -> bool:
@@ -93,7 +120,26 @@ def _finish(fig, axes, title: str, path: Path) -> Path:
     return path
 
 
-def learning_curves(runs: list[RunResult], path: Path, title: str) -> Path | None:
+def frame_series(frame, kind: str, task: str | None, column: str) -> dict[str, list[list[tuple[int, float]]]]:
+    """{label: [(step, value) per run]} of one column of the results DataFrame (mtmoe.results), for
+    one kind of row and one task (None: averaged over the tasks at each step)."""
+    if column not in frame:
+        return {}
+    sel = frame[frame[column].notna()]
+    if kind == "probe":  # a probe's values sit on every row of its step: count each task once
+        sel = sel.drop_duplicates(["run", "task", "step"])
+    else:
+        sel = sel[sel["kind"] == kind]
+    if task is not None:
+        sel = sel[sel["task"] == task]
+    out: dict[str, list] = {}
+    for (label, _run), g in sel.groupby(["label", "run"], sort=False):
+        pts = g.groupby("step")[column].mean()
+        out.setdefault(label, []).append([(int(s), float(v)) for s, v in pts.items()])
+    return out
+
+
+def learning_curves(frame, runs: list[RunResult], path: Path, title: str) -> Path | None:
     """Per task: training return (last-20-episode mean) and evaluation return against env steps,
     mean over seeds with a 95% bootstrap band, one line per label; dotted lines mark task switches."""
     tasks = runs[0].tasks
@@ -101,50 +147,46 @@ def learning_curves(runs: list[RunResult], path: Path, title: str) -> Path | Non
     colors = _colors(labels)
     fig, axes = plt.subplots(2, len(tasks), figsize=(4 * len(tasks), 6.4), squeeze=False)
     drew = False
-    for row, (attr, what) in enumerate((("train", "training return"), ("evals", "evaluation return"))):
+    for row, (kind, what) in enumerate((("train", "training return"), ("eval", "evaluation return"))):
         for j, task in enumerate(tasks):
-            ax = axes[row][j]
-            bands = curve_bands({label: [getattr(r, attr).get(task, []) for r in runs if r.label == label]
-                                 for label in labels})
-            drew |= _band_panel(ax, bands, colors, runs, f"{task}: {what}")
+            series = frame_series(frame, kind, task, "raw")
+            bands = curve_bands({label: series[label] for label in labels if label in series})
+            drew |= _band_panel(axes[row][j], bands, colors, runs, f"{task}: {what}")
     if not drew:
         plt.close(fig)
         return None
     return _finish(fig, axes, title, path)
 
 
-def probe_series(run: RunResult, tower: str, key: str) -> list[tuple[int, float]]:
-    """(step, value of key for the tower, averaged over the probed tasks)."""
-    out = []
-    for step, probe in run.probes:
-        vals = [t[tower][key] for t in probe.get("tasks", {}).values() if tower in t and key in t[tower]]
-        if vals:
-            out.append((step, float(np.mean(vals))))
-    return out
+def towers_of(frame) -> list[str]:
+    """Towers with probe columns (probe/<tower>/srank) in the results DataFrame."""
+    return sorted(c.split("/")[1] for c in frame.columns if c.startswith("probe/") and c.endswith("/srank")
+                  and c.count("/") == 2)
 
 
-def towers_of(runs: list[RunResult]) -> list[str]:
-    names = set()
-    for r in runs:
-        for _, probe in r.probes[:1]:
-            for per_task in probe.get("tasks", {}).values():
-                names |= set(per_task)
-    return sorted(names)
+def moe_layers_of(frame) -> list[str]:
+    return sorted({c.split("/")[2] for c in frame.columns if c.startswith("probe/moe/") and c.endswith("/load_entropy")})
 
 
-def plasticity_curves(runs: list[RunResult], path: Path, title: str) -> Path | None:
+def plasticity_curves(frame, runs: list[RunResult], path: Path, title: str) -> Path | None:
     """Per tower: dormant-neuron fraction (τ = 0.025) and srank of the last hidden layer over
-    training, averaged over tasks, mean over seeds with a 95% bootstrap band."""
-    towers = towers_of(runs)
+    training, averaged over tasks, mean over seeds with a 95% bootstrap band. When the runs have
+    MoE layers, a routing column beside them: per layer, the normalized entropy of the expert load
+    and the task–expert mutual information (what the probes record of routing)."""
+    towers = towers_of(frame)
     if not towers:
         return None
+    layers = moe_layers_of(frame)
     labels = label_order(r.label for r in runs)
     colors = _colors(labels)
-    fig, axes = plt.subplots(2, len(towers), figsize=(4.2 * len(towers), 6.4), squeeze=False)
-    for row, (key, name) in enumerate(((DORMANT_TAU, "dormant fraction (τ=0.025)"), ("srank", "srank"))):
-        for j, tower in enumerate(towers):
-            ax = axes[row][j]
-            bands = curve_bands({label: [probe_series(r, tower, key) for r in runs if r.label == label]
-                                 for label in labels})
-            _band_panel(ax, bands, colors, runs, f"{tower}: {name}")
+    cols = len(towers) + len(layers)
+    fig, axes = plt.subplots(2, cols, figsize=(4.2 * cols, 6.4), squeeze=False)
+    panels = [(tower, f"probe/{tower}/{key}", f"{tower}: {name}") for tower in towers
+              for key, name in ((DORMANT_TAU, "dormant fraction (τ=0.025)"), ("srank", "srank"))]
+    panels += [(layer, f"probe/moe/{layer}/{key}", f"routing {layer}: {name}") for layer in layers
+               for key, name in (("load_entropy", "expert-load entropy (normalized)"), ("task_mi", "task–expert MI (nats)"))]
+    for k, (_, column, name) in enumerate(panels):
+        series = frame_series(frame, "probe", None, column)
+        bands = curve_bands({label: series[label] for label in labels if label in series})
+        _band_panel(axes[k % 2][k // 2], bands, colors, runs, name)
     return _finish(fig, axes, title, path)

@@ -1,10 +1,10 @@
 """Score matrices and the statistics of a comparison (all aggregate statistics are rliable's,
 through mtmoe.metrics.aggregate, seeded).
 
-Scores: a task with reference scores (Atari human/random, Procgen min/max) is normalized
-against them. A task without (MinAtar, MuJoCo, classic control) is divided by the best mean
-score any label reached on it in this comparison, so every task weighs the same in the
-aggregate; the report says which tasks were scaled that way.
+Scores (see mtmoe.compare.normalize): by default a task with reference scores (Atari
+human/random, Procgen min/max, MinAtar random/reference) is normalized against them; a task
+without is divided by the best mean score any label reached on it in this comparison, so every
+task weighs the same in the aggregate; the report says which tasks were scaled that way.
 """
 
 from __future__ import annotations
@@ -33,27 +33,42 @@ def label_order(labels) -> list[str]:
     return sorted(set(labels), key=key)
 
 
-def score_matrices(runs: list[RunResult], kind: str, warn) -> tuple[dict[str, np.ndarray], list[str], dict]:
-    """{label: (runs × tasks) normalized scores}, task order, {task: how it was normalized}."""
+def score_matrices(runs: list[RunResult], kind: str, warn, normalize: str = "reference"
+                   ) -> tuple[dict[str, np.ndarray], list[str], dict]:
+    """{label: (runs × tasks) scores}, task order, {task: how it was normalized}; `normalize` is a
+    mode of mtmoe.compare.normalize (reference | best-label | raw), applied to raw final returns."""
     tasks = runs[0].tasks
     raw: dict[str, list[list[float]]] = defaultdict(list)
     for r in runs:
-        row = [r.score(t, kind) for t in tasks]
+        row = [r.raw_score(t, kind) for t in tasks]
         if any(v is None for v in row):
             warn(f"{r.path}: no {kind} score for {[t for t, v in zip(tasks, row) if v is None]}; left out of the {kind} table")
             continue
+        if normalize == "reference":
+            row = [r.normalize(t, v) for t, v in zip(tasks, row)]
         raw[r.label].append(row)
     scale, how = {}, {}
     for j, t in enumerate(tasks):
-        if runs[0].reference(t):
-            scale[t], how[t] = 1.0, "reference scores"
+        if normalize == "raw":
+            scale[t], how[t] = 1.0, "raw"
+            continue
+        if normalize == "reference" and runs[0].reference(t):
+            scale[t], how[t] = 1.0, f"reference scores ({_reference_text(runs[0], t)})"
             continue
         best = max((np.mean([row[j] for row in rows]) for rows in raw.values()), default=0.0)
         scale[t] = best if best > 0 else 1.0
-        how[t] = f"raw / {scale[t]:.4g} (best label mean)" if best > 0 else "raw (no positive mean to scale by)"
+        why = "; no reference scores" if normalize == "reference" else ""
+        how[t] = (f"raw / {scale[t]:.4g} (best-label mean{why})" if best > 0
+                  else f"raw (no positive mean to scale by{why})")
     mats = {label: np.array(rows, dtype=float) / np.array([scale[t] for t in tasks])
             for label, rows in raw.items()}
     return {k: mats[k] for k in label_order(mats)}, tasks, how
+
+
+def _reference_text(run: RunResult, task: str) -> str:
+    n = run.summary["normalization"][task]
+    where = ", from the current task registry" if task in run.renormalized else ""
+    return f"(raw − {n['low']:.4g}) / ({n['high']:.4g} − {n['low']:.4g}){where}"
 
 
 def aggregate_table(mats: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) -> dict[str, dict]:
@@ -66,8 +81,14 @@ def aggregate_table(mats: dict[str, np.ndarray], reps: int = 2000, seed: int = 0
     return {k: {**est[k], "p_improve": poi.get((k, baseline_of(k))), "runs": int(mats[k].shape[0])} for k in mats}
 
 
+def score_distribution(scores: np.ndarray, taus) -> np.ndarray:
+    """Fraction of (run, task) scores above each τ: rliable's score_distributions, all τ at once."""
+    return np.mean(np.asarray(scores, dtype=float).reshape(-1)[:, None] > np.asarray(taus)[None, :], axis=0)
+
+
 def performance_profiles(mats: dict[str, np.ndarray], reps: int = 2000, seed: int = 0):
-    """rliable run-score distributions on a grid of thresholds τ: (taus, profiles, CIs)."""
+    """rliable run-score distributions on a grid of thresholds τ: (taus, profiles, CIs); rliable's
+    stratified bootstrap, with the profile of a resample computed for every τ in one step."""
     from rliable import library as rly
 
     from mtmoe.metrics.aggregate import _seeded_global_numpy
@@ -76,20 +97,28 @@ def performance_profiles(mats: dict[str, np.ndarray], reps: int = 2000, seed: in
     lo = min(0.0, min(float(m.min()) for m in mats.values()))
     taus = np.linspace(lo, hi, 81)
     with _seeded_global_numpy(seed):
-        profiles, cis = rly.create_performance_profile(mats, taus, reps=reps)
+        profiles, cis = rly.create_performance_profile(mats, taus, reps=reps, custom_profile_func=score_distribution)
     return taus, profiles, cis
+
+
+def bootstrap_bands(vals: np.ndarray, reps: int = 2000, seed: int = 0, confidence: float = 0.95
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, low, high) over runs at every point of (runs × points) curves: `reps` resamples of
+    the runs with replacement (one resample covers the whole curve), the mean of each at every
+    point in one array operation, percentile CIs."""
+    vals = np.asarray(vals, dtype=float)
+    idx = np.random.default_rng(seed).integers(0, vals.shape[0], size=(reps, vals.shape[0]))
+    means = vals[idx].mean(axis=1)  # reps × points
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(means, [tail, 100 - tail], axis=0)
+    return vals.mean(axis=0), low, high
 
 
 def curve_bands(curves: dict[str, list[list[tuple[int, float]]]], points: int = 60, reps: int = 2000,
                 seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """{label: [(step, value) series per run]} -> {label: (steps, mean, low, high)}: the runs'
     curves on a common step grid (linear interpolation, no extrapolation past a run's last
-    point), mean and 95% stratified-bootstrap CI at every point via rliable."""
-    from rliable import library as rly
-    from rliable import metrics as rly_metrics
-
-    from mtmoe.metrics.aggregate import _seeded_global_numpy
-
+    point), mean and 95% bootstrap CI at every point (`bootstrap_bands`)."""
     out = {}
     for label, series in curves.items():
         series = [sorted(s) for s in series if len(s) >= 2]
@@ -104,10 +133,7 @@ def curve_bands(curves: dict[str, list[list[tuple[int, float]]]], points: int = 
         if len(series) == 1:
             out[label] = (grid, vals[0], vals[0], vals[0])
             continue
-        per_point = lambda x: np.array([rly_metrics.aggregate_mean(x[:, :, i]) for i in range(x.shape[-1])])  # noqa: E731
-        with _seeded_global_numpy(seed):
-            point, ci = rly.get_interval_estimates({label: vals[:, None, :]}, per_point, reps=reps)
-        out[label] = (grid, point[label], ci[label][0], ci[label][1])
+        out[label] = (grid, *bootstrap_bands(vals, reps=reps, seed=seed))
     return out
 
 

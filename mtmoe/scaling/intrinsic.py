@@ -26,7 +26,13 @@ from scipy.optimize import least_squares
 
 ALPHA_RANGE = (1e-3, 10.0)  # bounds of the fitted exponents α_N, α_E
 
-__all__ = ["first_crossing", "frontier", "intrinsic_performance", "fit_power_law", "predict"]
+__all__ = ["first_crossing", "frontier", "intrinsic_performance", "fit_power_law", "predict", "identified"]
+
+
+def identified(fit: dict) -> bool:
+    """False when an exponent ends at (within 1% of) a bound of the fit: the runs do not pin it down."""
+    lo, hi = ALPHA_RANGE
+    return all(lo * 1.01 < fit[k] < hi * 0.99 for k in ("alpha_N", "alpha_E"))
 
 
 def _curve(value):

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from mtmoe.scaling.intrinsic import predict  # noqa: E402
+from mtmoe.scaling.intrinsic import identified, predict  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -62,29 +62,46 @@ def return_vs_compute(entry: dict, path: Path, title: str) -> Path | None:
     return _save(fig, path)
 
 
-def intrinsic_plot(entry: dict, path: Path, title: str) -> Path | None:
-    """Per placement: intrinsic performance against env interactions per size, and the fitted law."""
+def intrinsic_plot(entry: dict, path: Path, title: str, keep: bool = False):
+    """Per placement: intrinsic performance against env interactions per size, and the fitted law.
+    A fit whose exponent sits at its bound is not identified by the runs: its curves are dashed
+    and the panel says so. Returns the path (or (path, fig) with `keep`), None without fits."""
     fams = [(fam, f["fit"]) for fam, f in entry["families"].items() if f["fit"] and f["fit"]["fit"]]
     if not fams:
         return None
     fig, axes = plt.subplots(1, len(fams), figsize=(4.5 * len(fams), 3.8), squeeze=False)
     for ax, (fam, fit) in zip(axes[0], fams):
-        pts = fit["points"]
-        for k, n in enumerate(sorted(set(pts["N"]))):
-            sel = (pts["N"] == n) & np.isfinite(pts["I"]) & (pts["I"] > 0)
-            color = plt.get_cmap("viridis")(k / max(1, len(set(pts["N"])) - 1))
-            ax.scatter(pts["E"][sel], pts["I"][sel], s=4, color=color, alpha=0.4)
-            e = np.geomspace(max(1.0, pts["E"][sel].min()) if sel.any() else 1.0, pts["E"].max(), 50)
-            ax.plot(e, predict(fit["fit"], n, e), color=color, label=f"N = {n / 1e3:.0f}k")
-        f = fit["fit"]
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels run into each other
-        ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("env interactions E")
-        ax.set_ylabel("intrinsic performance I (FLOPs)")
-        ax.set_title(f"{fam}: α_N={f['alpha_N']:.2g}, α_E={f['alpha_E']:.2g}", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _intrinsic_panel(ax, fam, fit)
     fig.suptitle(title)
+    if keep:
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        return path, fig
     return _save(fig, path)
+
+
+def _intrinsic_panel(ax, fam: str, fit: dict) -> None:
+    pts, f = fit["points"], fit["fit"]
+    ok = identified(f)
+    sizes = sorted(set(pts["N"]))
+    for k, n in enumerate(sizes):
+        sel = (pts["N"] == n) & np.isfinite(pts["I"]) & (pts["I"] > 0)
+        color = plt.get_cmap("viridis")(k / max(1, len(sizes) - 1))
+        ax.scatter(pts["E"][sel], pts["I"][sel], s=4, color=color, alpha=0.4)
+        e = np.geomspace(max(1.0, pts["E"][sel].min()) if sel.any() else 1.0, pts["E"].max(), 50)
+        ax.plot(e, predict(f, n, e), color=color, ls="-" if ok else "--", alpha=1.0 if ok else 0.6,
+                label=f"N = {n / 1e3:.0f}k" + ("" if ok else " (fit not identified)"))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels run into each other
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("env interactions E")
+    ax.set_ylabel("intrinsic performance I (FLOPs)")
+    if ok:
+        ax.set_title(f"{fam}: α_N={f['alpha_N']:.2g}, α_E={f['alpha_E']:.2g}", fontsize=9)
+    else:
+        ax.set_title(f"{fam}: power law not identified", fontsize=9, color="firebrick")
+        ax.text(0.02, 0.98, "an exponent sits at its fit bound:\nthe runs do not pin the law down\n(dashed: not a result)",
+                transform=ax.transAxes, va="top", fontsize=7, color="firebrick")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")

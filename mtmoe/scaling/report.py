@@ -24,7 +24,7 @@ import numpy as np
 from mtmoe.compare import _md_table
 from mtmoe.compare.load import RunResult, load_runs
 from mtmoe.compare.stats import aggregate_table, label_order, score_matrices
-from mtmoe.scaling.intrinsic import ALPHA_RANGE, fit_power_law, intrinsic_performance
+from mtmoe.scaling.intrinsic import fit_power_law, identified, intrinsic_performance
 
 
 def family_of(r: RunResult) -> str:
@@ -162,12 +162,6 @@ def size_rows(entry: dict) -> list[list[str]]:
             fl = v["flops_per_step"]
             rows.append([fam, label, f"{v['params']:,}", f"{fl:,.0f}" if fl else "-", str(len(v["runs"])), _ci(v["score"])])
     return rows
-
-
-def identified(fit: dict) -> bool:
-    """False when an exponent ends at (within 1% of) a bound of the fit: the runs do not pin it down."""
-    lo, hi = ALPHA_RANGE
-    return all(lo * 1.01 < fit[k] < hi * 0.99 for k in ("alpha_N", "alpha_E"))
 
 
 def fit_rows(entry: dict) -> list[list[str]]:
