@@ -146,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "placement none, performance profiles (rliable), learning and plasticity curves, "
                                    "forgetting per switch, parameter counts. Writes report.md and PNG plots.")
     _report_args(p, "compare")
-    p.add_argument("--score", choices=["eval", "train"], default="eval",
-                   help="eval: final evaluation return (default); train: mean of the last training episodes")
+    p.add_argument("--score", choices=["eval", "train", "success", "train-success"], default="eval",
+                   help="eval: final evaluation return (default); train: mean of the last training episodes; "
+                        "success / train-success: the same as success rates (tasks with a success criterion)")
     p.add_argument("--normalize", choices=["reference", "best-label", "raw"], default="reference",
                    help="reference: each task's reference scores from the current task registry, best-label for "
                         "tasks without (default); best-label: raw / the best label's mean per task; raw: unscaled")

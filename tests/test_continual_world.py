@@ -97,3 +97,47 @@ def test_sequential_metaworld_run_reports_success_and_continual_world_metrics(tm
     assert math.isclose(cw["average_performance"], sum(final) / 2)
     out = capsys.readouterr().out
     assert "eval success" in out and "Continual World (success)" in out
+
+
+def _run(root, suite, tasks, seed, success, cw=None, phases=None, curve=None):
+    """A results folder with the fields compare reads: eval success per task, optionally
+    Continual World's metrics (sequential) or an eval success curve (single-task reference)."""
+    path = root / suite / f"sac-none-s{seed}"
+    path.mkdir(parents=True)
+    net = {"placement": "none", "moe": "softmoe", "position": "penultimate", "num_experts": 4, "expert_width": 0}
+    (path / "config.json").write_text(json.dumps({"suite": suite, "algo": "sac", "seed": seed, "net": net}))
+    norm = {t: {"low": 0.0, "high": 1.0, "source": "none: normalized equals raw"} for t in tasks}
+    summary = {"suite": suite, "algo": "sac", "placement": "none", "seed": seed, "steps": 200, "steps_per_s": 1.0,
+               "final_return": {t: 1.0 for t in tasks}, "final_normalized": {t: 1.0 for t in tasks},
+               "final_success": dict(zip(tasks, success)), "normalization": norm,
+               "eval": {t: {"return": 1.0, "normalized": 1.0, "episodes": 2, "success": s} for t, s in zip(tasks, success)},
+               "param_counts": {"actor": {"total": 10}}, "nonstationarity": None}
+    if cw:
+        summary["nonstationarity"] = {"phases": phases, "forgetting": [], "switch_drop": [], "steps_to_recover": [],
+                                      "continual_world": cw}
+    (path / "summary.json").write_text(json.dumps(summary))
+    lines = [{"global_step": s, "eval": {tasks[0]: {"return": v, "normalized": v, "episodes": 2, "success": v}}}
+             for s, v in (curve or [])]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def test_compare_reports_continual_world_metrics_and_forward_transfer(tmp_path):
+    from mtmoe.compare import compare
+
+    phases = [["a", 0, 100], ["b", 100, 200]]
+    for seed, (ap, fa) in enumerate([(0.6, 0.2), (0.8, 0.4)]):
+        cw = {"score": "success", "average_performance": ap, "forgetting": {"a": fa, "b": 0.0},
+              "auc": {"a": 0.75, "b": 0.5}, "final": {}, "end_of_phase": {}}
+        _run(tmp_path / "res", "seq-x", ["a", "b"], seed, [0.5, 1.0], cw=cw, phases=phases)
+    # the single-task reference of a: success 0 → 1 over its first 100 steps, AUC^b = 0.5
+    _run(tmp_path / "res", "one-a", ["a"], 0, [1.0], curve=[(0, 0.0), (100, 1.0), (200, 1.0)])
+    result = compare([tmp_path / "res"], tmp_path / "cmp", score="success", reps=50, plots=False, warn=lambda m: None)
+    table = result["seq-x"]["continual_world"]["none"]
+    assert table["average_performance"] == pytest.approx(0.7)
+    assert table["forgetting"] == pytest.approx((0.2 + 0.0 + 0.4 + 0.0) / 4)
+    assert table["forward_transfer"] == pytest.approx(0.5)  # (0.75 − 0.5) / (1 − 0.5); b has no reference
+    assert table["references"] == "1/2"
+    assert result["seq-x"]["normalization"] == {"a": "success rate", "b": "success rate"}
+    assert result["seq-x"]["scores"]["none"] == [[0.5, 1.0], [0.5, 1.0]]
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert "Continual World's metrics" in report and "final evaluation success rate" in report

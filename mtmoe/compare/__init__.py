@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mtmoe.compare.continual import continual_world_table
 from mtmoe.compare.load import RunResult, load_runs
-from mtmoe.compare.stats import (aggregate_table, label_order, nonstationarity_table,
+from mtmoe.compare.stats import (SUCCESS_SCORES, aggregate_table, label_order, nonstationarity_table,
                                  performance_profiles, score_matrices)
 
 
@@ -43,6 +44,7 @@ def compare(paths: list[Path], out: Path, score: str = "eval", reps: int = 2000,
         entry = _suite_entry(group, score, reps, seed, normalize, warn)
         if entry is None:
             continue
+        entry["continual_world"] = continual_world_table(group, runs)
         entry["renormalized"], entry["normalize"] = renormalized.get(suite, []), normalize
         if plots:
             entry["plots"] = _plots(group, frame[frame["suite"] == suite], entry, out, suite, reps, seed)
@@ -67,7 +69,7 @@ def _suite_entry(group: list[RunResult], score: str, reps: int, seed: int, norma
         warn(f"{suite}: no run has a {score} score for every task; suite left out")
         return None
     table = aggregate_table(mats, reps=reps, seed=seed)
-    other = "train" if score == "eval" else "eval"
+    other = {"eval": "train", "train": "eval", "success": "train-success", "train-success": "success"}[score]
     other_mats, _, other_how = score_matrices(group, other, lambda msg: None, normalize)
     return {"other": {"score": other, "table": aggregate_table(other_mats, reps=reps, seed=seed) if other_mats
                       else {}, "normalization": other_how},
@@ -88,14 +90,15 @@ def _plots(group: list[RunResult], frame, entry: dict, out: Path, suite: str, re
 
 
 def _per_task(group: list[RunResult], tasks: list[str], score: str) -> dict[str, dict[str, tuple]]:
-    """{label: {task: (mean, std, n)}} of raw final scores."""
+    """{label: {task: (mean, std, n)}} of raw final scores (success rates for the success scores)."""
     out = {}
     for label in label_order(r.label for r in group):
         out[label] = {}
         for t in tasks:
-            key = "return"
-            vals = [((r.summary.get("eval") or {}).get(t) or {}).get(key) if score == "eval"
-                    else r.summary["final_return"].get(t) for r in group if r.label == label]
+            if score in SUCCESS_SCORES:
+                vals = [r.success_score(t, SUCCESS_SCORES[score]) for r in group if r.label == label]
+            else:
+                vals = [r.raw_score(t, score) for r in group if r.label == label]
             vals = [v for v in vals if v is not None]
             out[label][t] = (float(np.mean(vals)), float(np.std(vals)), len(vals)) if vals else (None, None, 0)
     return out
@@ -167,10 +170,29 @@ NORMALIZE_TEXT = {
     "raw": "raw returns, unscaled (tasks with large returns dominate the aggregates)"}
 
 
+SCORE_TEXT = {
+    "eval": "final evaluation return (deterministic policy, every task, at the end of training)",
+    "train": "final training return (mean of the last 20 episodes; continual suites: at the end of each task's phase)",
+    "success": "final evaluation success rate (Meta-World's info['success'] at any step of an episode)",
+    "train-success": "success rate of the last 20 training episodes (continual suites: at the end of each task's phase)"}
+
+
+def _continual_world_md(table: dict) -> list[str]:
+    f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    score = next(iter(table.values()))["score"]
+    rows = [[label, str(m["runs"]), f(m["average_performance"]), f(m["forgetting"]), f(m["forward_transfer"]),
+             m["references"]] for label, m in table.items()]
+    return [f"Continual World's metrics (Wołczyk et al. 2021) on evaluation {score} scores: average performance "
+            "at the end, forgetting (score at the end of a task's own phase minus at the end; mean over tasks and "
+            "seeds), forward transfer against single-task runs found among the compared folders (tasks with "
+            "such references in the last column):", "",
+            _md_table(["label", "runs", "average performance", "forgetting", "forward transfer", "references"], rows),
+            ""]
+
+
 def render_report(result: dict, paths: list[Path], score: str, reps: int, seed: int,
                   normalize: str = "reference") -> str:
-    what = ("final evaluation return (deterministic policy, every task, at the end of training)" if score == "eval"
-            else "final training return (mean of the last 20 episodes; continual suites: at the end of each task's phase)")
+    what = SCORE_TEXT[score]
     md = ["# mtmoe comparison", "",
           f"Runs from: {', '.join(str(p) for p in paths)}. Score: {what}. Aggregates: rliable, "
           f"{reps} stratified-bootstrap resamples (seed {seed}), 95% percentile CIs. "
@@ -199,6 +221,8 @@ def render_report(result: dict, paths: list[Path], score: str, reps: int, seed: 
                _md_table(["label", *e["tasks"]],
                          [[label, *(f"{m:.2f} ± {s:.2f} (n={n})" if m is not None else "-" for m, s, n in
                                     (per[t] for t in e["tasks"]))] for label, per in e["per_task"].items()]), ""]
+        if e.get("continual_world"):
+            md += _continual_world_md(e["continual_world"])
         if e["nonstationarity"]:
             md += ["Non-stationarity per switch (evaluation returns, raw units; forgetting: score of earlier tasks "
                    "at the end of their phase minus at the end of this one, averaged over them; drop: on a task's "

@@ -74,6 +74,13 @@ class RunResult:
             return ((self.summary.get("eval") or {}).get(task) or {}).get("return")
         return self.summary["final_return"].get(task)
 
+    def success_score(self, task: str, kind: str = "eval") -> float | None:
+        """Final success rate of a task that reports success (Meta-World): 'eval' = the last
+        evaluation's, 'train' = the last training episodes'; None for tasks without success."""
+        if kind == "eval":
+            return ((self.summary.get("eval") or {}).get(task) or {}).get("success")
+        return (self.summary.get("final_success") or {}).get(task)
+
     def score(self, task: str, kind: str = "eval") -> float | None:
         """Final score of a task: 'eval' = last evaluation (deterministic policy, all tasks at
         the end), 'train' = mean of the last training episodes (for a continual suite: at the

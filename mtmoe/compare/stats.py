@@ -33,14 +33,21 @@ def label_order(labels) -> list[str]:
     return sorted(set(labels), key=key)
 
 
+# --score values that aggregate success rates, and where each reads them from
+SUCCESS_SCORES = {"success": "eval", "train-success": "train"}
+
+
 def score_matrices(runs: list[RunResult], kind: str, warn, normalize: str = "reference"
                    ) -> tuple[dict[str, np.ndarray], list[str], dict]:
     """{label: (runs × tasks) scores}, task order, {task: how it was normalized}; `normalize` is a
     mode of mtmoe.compare.normalize (reference | best-label | raw), applied to raw final returns."""
     tasks = runs[0].tasks
+    if kind in SUCCESS_SCORES:  # success rates are on one scale already
+        normalize = "raw"
     raw: dict[str, list[list[float]]] = defaultdict(list)
     for r in runs:
-        row = [r.raw_score(t, kind) for t in tasks]
+        row = [r.success_score(t, SUCCESS_SCORES[kind]) if kind in SUCCESS_SCORES else r.raw_score(t, kind)
+               for t in tasks]
         if any(v is None for v in row):
             warn(f"{r.path}: no {kind} score for {[t for t, v in zip(tasks, row) if v is None]}; left out of the {kind} table")
             continue
@@ -50,7 +57,7 @@ def score_matrices(runs: list[RunResult], kind: str, warn, normalize: str = "ref
     scale, how = {}, {}
     for j, t in enumerate(tasks):
         if normalize == "raw":
-            scale[t], how[t] = 1.0, "raw"
+            scale[t], how[t] = 1.0, "success rate" if kind in SUCCESS_SCORES else "raw"
             continue
         if normalize == "reference" and runs[0].reference(t):
             scale[t], how[t] = 1.0, f"reference scores ({_reference_text(runs[0], t)})"
