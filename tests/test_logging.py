@@ -174,3 +174,27 @@ def test_wandb_flag_without_wandb_is_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "wandb" in err and "pip install" in err and "Traceback" not in err
     assert not (tmp_path / "gym-single").exists()  # nothing was started
+
+
+def test_a_resumed_run_logs_into_the_same_wandb_run(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from mtmoe.runner.config import compose
+    from mtmoe.runner.logger import WandbOptions
+    from mtmoe.runner.run import train
+    from mtmoe.tasks import load_registry
+
+    (tmp_path / "tasks" / "suites").mkdir(parents=True)
+    (tmp_path / "tasks" / "suites" / "gym-switch.yaml").write_text(SUITE)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
+    registry = load_registry([str(tmp_path / "tasks")])
+    sets = [s for s in SETS if not s.startswith(("checkpoint_every", "probe_every"))]
+    cfg, _ = compose(registry, "gym-switch", steps=256, net_flags={"placement": "none"},
+                     sets=sets + ["checkpoint_every=128", "probe_every=-1"])
+    options = WandbOptions(project="mtmoe-test")
+    run_dir = train(cfg, registry, tmp_path / "out", progress=False, stop_at_step=128, wandb=options)
+    train(cfg, registry, tmp_path / "out", progress=False, resume=run_dir, wandb=options)
+    run_id = (run_dir / "wandb-id.txt").read_text()
+    logs = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert logs == [f"run-{run_id}.wandb"] * 2 and (run_dir / "summary.json").is_file()
