@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "folder (config.json, metrics.jsonl, tb/, summary.json, checkpoint.pt).")
     _net_args(p, suite_required=False)
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint "
-                   "(its config.json is used; other flags are ignored)")
+                   "(its config.json is used; other flags but --wandb… are ignored)")
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--steps", type=positive_int, help="env steps (default: the suite's budget)")
     p.add_argument("--budget", help="a named budget of the suite (see `mtmoe suites show`)")
@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mtmoe: mtmoe's own PPO/SAC loop (default); sample-factory: Sample Factory's APPO with the "
                         "same tasks and networks (PPO suites, not continual ones; settings: --set sf.KEY=VALUE; needs "
                         "pip install --no-deps -r requirements/sample-factory.txt)")
+    _wandb_args(p)
     _tasks_dir_arg(p)
 
     p = sub.add_parser("evaluate", help="play a trained run's policy: per-task scores, videos",
@@ -181,6 +182,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _wandb_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (the same scalars as "
+                   'TensorBoard, and the config; needs pip install -e ".[wandb]"; WANDB_MODE=offline keeps it on disk)')
+    p.add_argument("--wandb-project", default="mtmoe", metavar="P", help="W&B project (default: mtmoe)")
+    p.add_argument("--wandb-group", metavar="G", help="W&B group of the run (default: none)")
+
+
+def _wandb_options(args):
+    """The W&B options of `run`/`sweep` (None without --wandb); they are no part of the run's config."""
+    from mtmoe.runner.logger import WandbOptions
+
+    if not args.wandb and (args.wandb_group or args.wandb_project != "mtmoe"):
+        raise MtmoeError("--wandb-project/--wandb-group: give --wandb too")
+    return WandbOptions(project=args.wandb_project, group=args.wandb_group) if args.wandb else None
+
+
 def _report_args(p: argparse.ArgumentParser, name: str) -> None:
     """What `compare` and `scaling` share: the results folders, the report folder, the bootstrap."""
     p.add_argument("dirs", nargs="+", metavar="DIR", help="results folders (searched recursively for runs)")
@@ -215,7 +232,10 @@ def _run(args) -> None:
     from mtmoe.errors import MtmoeError
     from mtmoe.runner.config import RunConfig
 
+    wandb = _wandb_options(args)
     if args.backend == "sample-factory":
+        if wandb:
+            raise MtmoeError("--wandb: not with --backend sample-factory (its TensorBoard events are in tb/)")
         from mtmoe.sf.run import run_cli
 
         run_cli(args)
@@ -232,13 +252,13 @@ def _run(args) -> None:
         if not isinstance(data, dict) or not isinstance(data.get("suite"), str):
             raise MtmoeError(f"--resume: {config} is not an mtmoe run config (no 'suite')")
         cfg = RunConfig.from_dict(data, str(config))
-        run_dir = train(cfg, reg, Path(args.out), resume=Path(args.resume))
+        run_dir = train(cfg, reg, Path(args.out), resume=Path(args.resume), wandb=wandb)
     else:
         if not args.suite:
             raise MtmoeError("run: give --suite NAME (or --resume DIR)")
         cfg, _ = compose(reg, args.suite, preset=args.preset, algo=args.algo, steps=args.steps, budget=args.budget,
                          seed=args.seed, device=args.device, net_flags=views.net_flags(args), sets=args.set)
-        run_dir = train(cfg, reg, Path(args.out))
+        run_dir = train(cfg, reg, Path(args.out), wandb=wandb)
     views.run_summary(run_dir)
 
 

@@ -5,8 +5,8 @@ The probe batch is drawn once at the start of a run, by random valid actions in 
 only on the one it trains now). Every probe point feeds it through the networks and records,
 per task and per tower (actor, critic, or q1 …): the τ-dormant fraction over the tower's
 hidden layers (Sokar et al. 2023), srank of the last hidden layer (Kumar et al. 2021), the
-feature norm, the weight norm; and per MoE layer: expert-load entropy and the mutual
-information between task and expert.
+feature norm, the weight norm; and per MoE layer: the expert load (mean share of each token per
+expert), its entropy and the mutual information between task and expert.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def collect_probe_batch(env: TaskMixture, per_task: int, seed: int) -> tuple[np.
 @torch.no_grad()
 def probe(nets: dict[str, torch.nn.Module], obs: torch.Tensor, task: torch.Tensor, task_names: list[str]) -> dict:
     """Nested dict: {task: {tower: {dormant@τ, srank, feature_norm}}, weight_norm: {tower},
-    moe: {layer: {load_entropy, task_mi}}}. `nets` maps a name (actor_critic, actor, q1 …)
+    moe: {layer: {load_entropy, task_mi, expert_load}}}. `nets` maps a name (actor_critic, actor, q1 …)
     to a network with `probe_activations()`; towers are the ones the network reports (actor,
     critic, encoder for a shared encoder), prefixed by the net's name for Q networks."""
     out: dict = {"tasks": {}, "weight_norm": {}, "moe": {}}
@@ -70,7 +70,8 @@ def probe(nets: dict[str, torch.nn.Module], obs: torch.Tensor, task: torch.Tenso
             net(obs, task_id=task, **kwargs)
             for layer, tel in net.moe_telemetry().items():
                 key = layer if name in ("actor_critic", "actor") else f"{name}.{layer}"
-                stats = {"load_entropy": float(expert_load_entropy(tel["load"], normalize=True))}
+                stats = {"load_entropy": float(expert_load_entropy(tel["load"], normalize=True)),
+                         "expert_load": [round(float(x), 6) for x in tel["load"].reshape(-1)]}
                 if "gate_probs_per_task" in tel:
                     stats["task_mi"] = float(mutual_information(tel["gate_probs_per_task"], tel["task_count"]))
                 out["moe"][key] = stats
@@ -78,8 +79,8 @@ def probe(nets: dict[str, torch.nn.Module], obs: torch.Tensor, task: torch.Tenso
     return out
 
 
-def flatten(d: dict, prefix: str = "") -> dict[str, float]:
-    """{'a': {'b': 1}} -> {'a/b': 1} (for TensorBoard)."""
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a/b': 1} (for TensorBoard; lists stay lists)."""
     flat = {}
     for k, v in d.items():
         key = f"{prefix}/{k}" if prefix else str(k)

@@ -2,7 +2,8 @@
 
 Results go to ``<out>/<suite>/<run name>/`` (a new folder per run, never overwritten):
 ``config.json`` (the effective configuration), ``metrics.jsonl`` (one line per log point),
-TensorBoard events in ``tb/`` and ``summary.json`` at the end.
+TensorBoard events in ``tb/`` (and a W&B run in ``wandb/`` with ``--wandb``; mtmoe.runner.logger)
+and ``summary.json`` at the end.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import torch
 from mtmoe.agents.registry import get_algo
 from mtmoe.errors import ConfigError, MtmoeError
 from mtmoe.runner.config import RunConfig
+from mtmoe.runner.logger import RunLogger, WandbOptions, import_wandb
+from mtmoe.runner.periodic import EpisodeStats, Evaluation, Progress, Prober, log_schedule, log_training
 from mtmoe.tasks import make_mixture
 from mtmoe.tasks.registry import Registry
 
@@ -111,33 +114,21 @@ def flops_batch(env, device: torch.device, batch: int = 16) -> tuple[torch.Tenso
 
 
 class EpisodeLog:
-    """Per-task returns (and successes, for tasks that report them) of finished episodes: the
-    window of the last ones, and everything."""
+    """Per-task returns of finished episodes: the window of the last ones, and everything
+    (lengths and successes: periodic.EpisodeStats)."""
 
     def __init__(self, tasks: list[str], window: int = 20):
         self.tasks = tasks
         self.recent = {t: deque(maxlen=window) for t in tasks}
         self.recent_norm = {t: deque(maxlen=window) for t in tasks}
-        self.recent_success = {t: deque(maxlen=window) for t in tasks}
         self.count = defaultdict(int)
 
     def add(self, episodes: list[dict]) -> None:
         for e in episodes:
             self.recent[e["task"]].append(e["return"])
             self.recent_norm[e["task"]].append(e["normalized"])
-            if "success" in e:
-                self.recent_success[e["task"]].append(e["success"])
             self.count[e["task"]] += 1
 
-    def __setstate__(self, state: dict) -> None:  # checkpoints from before success was logged
-        self.__dict__.update(state)
-        if "recent_success" not in state:
-            self.recent_success = {t: deque(maxlen=d.maxlen) for t, d in self.recent.items()}
-
-    def success_means(self) -> dict[str, float] | None:
-        """Success rate of the last episodes per task that reports success; None if none does."""
-        rates = {t: float(np.mean(v)) for t, v in self.recent_success.items() if v}
-        return rates or None
 
     def means(self) -> dict[str, float | None]:
         return {t: float(np.mean(v)) if v else None for t, v in self.recent.items()}
@@ -150,13 +141,17 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None = None,
-          resume: Path | None = None, stop_at_step: int | None = None, run_dir: Path | None = None) -> Path:
+          resume: Path | None = None, stop_at_step: int | None = None, run_dir: Path | None = None,
+          wandb: WandbOptions | None = None) -> Path:
     """Train and return the run folder. `resume`: a run folder to continue from its checkpoint.
     `run_dir`: train into this folder instead of a new timestamped one (sweeps; it must hold no
-    results yet). `stop_at_step`: leave the loop after that step without finishing, as a kill would (tests)."""
+    results yet). `stop_at_step`: leave the loop after that step without finishing, as a kill would (tests).
+    `wandb`: also log to Weights & Biases."""
     if resume and (resume / "summary.json").is_file():
         raise MtmoeError(f"--resume {resume}: this run is finished (it has a summary.json); nothing to resume — "
                          "start a new run instead")
+    if wandb is not None:
+        import_wandb()  # before anything is built or written
     device = pick_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -175,17 +170,17 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
         (run_dir / "config.json").write_text(json.dumps({**cfg.to_dict(), "device_resolved": str(device),
                                                          "command": " ".join(sys.argv), "mtmoe_commit": _commit()},
                                                         indent=2))
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(run_dir / "tb"))
+    logger = RunLogger(run_dir, json.loads((run_dir / "config.json").read_text()), wandb)
     show = sys.stderr.isatty() if progress is None else progress
     planned = agent.planned_steps(cfg.steps)
-    bar = _Progress(planned, env.task_names, show)
-    prober = _Prober(cfg, env, agent.probe_networks(), device, writer)
-    evaluation = _Evaluation(cfg, env, writer)
-    st = _RunState(EpisodeLog(env.task_names))
+    bar = Progress(planned, env.task_names, show)
+    prober = Prober(cfg, env, agent.probe_networks(), device, logger)
+    evaluation = Evaluation(cfg, env, logger)
+    st = _RunState(EpisodeLog(env.task_names), EpisodeStats(env.task_names))
     if resume:
         env = _restore(run_dir, cfg, env, agent, st, prober, evaluation)
+    else:
+        log_schedule(logger, env, [], start=True)
     if progress is not False:
         _announce(cfg, env, agent, planned, device, run_dir)
     ckpt_every = cfg.checkpoint_every if cfg.checkpoint_every > 0 else max(1, cfg.steps // 10)
@@ -194,8 +189,11 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
     iterator = agent.iterate(cfg.steps, log_every=cfg.log_every)
     with open(run_dir / "metrics.jsonl", "a") as metrics:
         for stats in iterator:
-            st.log.add(stats.pop("episodes"))
+            episodes = stats.pop("episodes")
+            st.log.add(episodes)
+            st.episode_stats.add(episodes)
             switches = stats.pop("switches")
+            log_schedule(logger, env, switches)
             step = stats["global_step"]
             for t, m in st.log.means().items():
                 if m is not None and t not in st.first_means:
@@ -210,16 +208,11 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
                         **{k: v for k, v in stats.items() if k != "global_step"},
                         "return": st.log.means(), "normalized": st.log.norm_means(), "episodes": dict(st.log.count),
                         "switches": switches}
-                if st.log.success_means():
-                    line["success"] = st.log.success_means()
+                if st.episode_stats.means("success"):  # tasks with a success criterion (Meta-World)
+                    line["success"] = st.episode_stats.means("success")
                 metrics.write(json.dumps(line) + "\n")
                 metrics.flush()
-                for k, v in stats.items():
-                    if isinstance(v, (int, float)) and k != "global_step":
-                        writer.add_scalar(f"train/{k}", v, step)
-                for t, m in st.log.means().items():
-                    if m is not None:
-                        writer.add_scalar(f"return/{t}", m, step)
+                log_training(logger, step, stats, line["sps"], st.log, st.episode_stats)
             if bad:
                 st.stopped = f"{bad[0]} became {stats[bad[0]]} at step {step:,}"
                 break
@@ -234,6 +227,7 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
                 next_ckpt = (step // ckpt_every + 1) * ckpt_every
             if stop_at_step is not None and step >= stop_at_step:
                 bar.close()
+                logger.close()
                 env.close()
                 return run_dir
     bar.close()
@@ -252,7 +246,7 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
         "steps_per_s": round(agent.global_step / max(elapsed - st.measuring, 1e-9), 1), "device": str(device),
         "envs": "tensor" if getattr(env, "on_device", False) else "host",
         "first_return": st.first_means, "final_return": st.log.means(), "final_normalized": st.log.norm_means(),
-        "final_success": st.log.success_means(),
+        "final_success": st.episode_stats.means("success") or None,
         "episodes": dict(st.log.count),
         "param_counts": {name: net.param_counts() for name, net in nets.items()},
         "flops": {**flops, "total": flops["per_env_step"] * agent.global_step} if flops else None,
@@ -265,7 +259,7 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
         "nonstationarity": evaluation.nonstationarity(env, agent.global_step),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    writer.close()
+    logger.close(failed=bool(st.stopped))
     env.close()
     if evaluation.evaluator is not None:
         evaluation.evaluator.close()
@@ -291,8 +285,8 @@ def _announce(cfg: RunConfig, env, agent, planned: int, device: torch.device, ru
 class _RunState:
     """What the loop itself carries from one iteration to the next (saved in checkpoints)."""
 
-    def __init__(self, log: EpisodeLog):
-        self.log, self.first_means = log, {}
+    def __init__(self, log: EpisodeLog, episode_stats: EpisodeStats):
+        self.log, self.episode_stats, self.first_means = log, episode_stats, {}
         self.last_log, self.measuring, self.elapsed, self.stopped = 0, 0.0, 0.0, None
 
 
@@ -349,110 +343,3 @@ def _restore(run_dir: Path, cfg: RunConfig, env, agent, st: _RunState, prober, e
     with open(run_dir / "metrics.jsonl", "r+") as f:  # drop lines written after the checkpoint
         f.truncate(state["metrics_offset"])
     return env
-
-
-class _Prober:
-    """Runs the plasticity/routing probes on schedule and logs them (metrics.jsonl + TensorBoard)."""
-
-    def __init__(self, cfg: RunConfig, env, nets: dict, device: torch.device, writer):
-        from mtmoe.runner.probes import collect_probe_batch
-
-        self.every = cfg.probe_every if cfg.probe_every > 0 else max(1, cfg.steps // 20)
-        self.enabled = cfg.probe_every >= 0
-        self.nets, self.writer, self.names = nets, writer, env.task_names
-        self.next, self.last = 0, None
-        self.interference = env.mode == "simultaneous" and env.num_tasks > 1  # tasks share each batch
-        if self.enabled:
-            obs, task = collect_probe_batch(env, cfg.probe_per_task, cfg.seed)
-            self.obs, self.task = torch.from_numpy(obs).to(device), torch.from_numpy(task).to(device)
-
-    def maybe(self, step: int, metrics, agent=None) -> None:
-        if not self.enabled or step < self.next:
-            return
-        from mtmoe.runner.probes import flatten, probe
-
-        self.last = probe(self.nets, self.obs, self.task, self.names)
-        if self.interference and hasattr(agent, "task_gradient_cosines"):
-            self.last["interference"] = agent.task_gradient_cosines()
-        metrics.write(json.dumps({"global_step": step, "probe": self.last}) + "\n")
-        for key, value in flatten(self.last).items():
-            self.writer.add_scalar(f"probe/{key}", value, step)
-        self.next = step + self.every
-
-
-class _Evaluation:
-    """Evaluation episodes on schedule (and at the end), logged like the probes."""
-
-    def __init__(self, cfg: RunConfig, env, writer):
-        from mtmoe.runner.evaluate import Evaluator
-
-        self.every = cfg.eval_every if cfg.eval_every > 0 else max(1, cfg.steps // 10)
-        # an evaluation never plays more env steps than the training between two of them
-        self.evaluator = (Evaluator(env, cfg.eval_episodes, cfg.seed + 10_000, cfg.eval_max_steps, self.every)
-                          if cfg.eval_every >= 0 else None)
-        self.writer, self.next, self.last, self.last_step = writer, self.every, None, -1
-
-    def maybe(self, step: int, metrics, agent, final: bool = False) -> None:
-        if self.evaluator is None or (step < self.next and not final) or step == self.last_step:
-            return
-        self.last, self.last_step = self.evaluator.run(agent, step), step
-        metrics.write(json.dumps({"global_step": step, "eval": self.last}) + "\n")
-        for task, result in self.last.items():
-            for key in ("return", "normalized", "success"):
-                if result.get(key) is not None:
-                    self.writer.add_scalar(f"eval/{task}/{key}", result[key], step)
-        self.next = step + self.every
-
-    def state(self) -> dict:
-        ev = self.evaluator
-        return {"next": self.next, "last": self.last, "last_step": self.last_step,
-                "calls": ev.calls if ev else 0, "curves": ev.curves if ev else {},
-                "success_curves": ev.success_curves if ev else {}}
-
-    def load_state(self, state: dict) -> None:
-        self.next, self.last, self.last_step = state["next"], state["last"], state["last_step"]
-        if self.evaluator is not None:
-            self.evaluator.calls, self.evaluator.curves = state["calls"], state["curves"]
-            self.evaluator.success_curves = state.get("success_curves", {})
-
-    def nonstationarity(self, env, total_steps: int) -> dict | None:
-        if self.evaluator is None or not env.schedule:
-            return None
-        from mtmoe.runner.evaluate import nonstationarity_summary
-
-        return nonstationarity_summary(self.evaluator.curves, env.schedule, env.task_names, total_steps,
-                                      self.evaluator.success_curves)
-
-
-class _Progress:
-    """A rich progress bar with steps/s, ETA and the latest per-task returns; a plain line
-    every ~10% when not a terminal."""
-
-    def __init__(self, total: int, tasks: list[str], show: bool):
-        self.total, self.tasks, self.show = total, tasks, show
-        self.next_line = 0
-        self.start = time.time()
-        if show:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[sps]} steps/s"), TimeRemainingColumn(),
-                                TextColumn("{task.fields[returns]}"))
-            self.bar.start()
-            self.task = self.bar.add_task("train", total=total, sps="-", returns="")
-
-    @staticmethod
-    def _fmt(means: dict) -> str:
-        return "  ".join(f"{t}: {m:.1f}" for t, m in means.items() if m is not None)
-
-    def update(self, step: int, means: dict) -> None:
-        sps = step / max(time.time() - self.start, 1e-9)
-        if self.show:
-            self.bar.update(self.task, completed=step, sps=f"{sps:,.0f}", returns=self._fmt(means))
-        elif step >= self.next_line:
-            print(f"step {step:,}/{self.total:,}  {sps:,.0f} steps/s  {self._fmt(means)}", file=sys.stderr, flush=True)
-            self.next_line = step + max(1, self.total // 10)
-
-    def close(self) -> None:
-        if self.show:
-            self.bar.stop()

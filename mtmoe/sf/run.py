@@ -139,7 +139,7 @@ def train_sf(cfg: RunConfig, registry: Registry, out: Path, opts: SFOptions | No
 def _launch(run_dir: Path, cfg: RunConfig, tasks: list[str], timeout_s: int, show: bool) -> None:
     """Run `python -m mtmoe.sf.train RUN_DIR` in its own process group; kill the group on timeout
     or Ctrl-C. Progress comes from the metrics lines it writes."""
-    from mtmoe.runner.run import _Progress
+    from mtmoe.runner.periodic import Progress as _Progress
 
     bar = _Progress(cfg.steps, tasks, show)
     log_path = run_dir / "log.txt"
