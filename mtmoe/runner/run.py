@@ -186,7 +186,11 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
     ckpt_every = cfg.checkpoint_every if cfg.checkpoint_every > 0 else max(1, cfg.steps // 10)
     next_ckpt = (agent.global_step // ckpt_every + 1) * ckpt_every
     start = time.time() - st.elapsed
-    iterator = agent.iterate(cfg.steps, log_every=cfg.log_every)
+    # the agent hands control back at least as often as something is due (evaluations, probes and
+    # checkpoints run between its yields); metrics lines stay log_every apart
+    due = ([cfg.log_every] + [ckpt_every] * (cfg.checkpoint_every >= 0) + [prober.every] * prober.enabled
+           + [evaluation.every] * (evaluation.evaluator is not None))
+    iterator = agent.iterate(cfg.steps, log_every=max(1, min(due)))
     with open(run_dir / "metrics.jsonl", "a") as metrics:
         for stats in iterator:
             episodes = stats.pop("episodes")
