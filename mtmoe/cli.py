@@ -220,45 +220,41 @@ def _net_args(p: argparse.ArgumentParser, suite_required: bool = True) -> None:
 
 
 def _run(args) -> None:
+    """Compose the RunConfig once (or read it back for --resume) and hand it to the backend."""
     from pathlib import Path
-
-    from mtmoe.runner.config import compose
-    from mtmoe.runner.run import train
-    from mtmoe.tasks.registry import load_registry
-
-    import json
 
     from mtmoe import views
     from mtmoe.errors import MtmoeError
-    from mtmoe.runner.config import RunConfig
+    from mtmoe.runner.config import compose
+    from mtmoe.runner.records import read_config
+    from mtmoe.tasks.registry import load_registry
 
     wandb = _wandb_options(args)
+    sets, sf_options = args.set, None
     if args.backend == "sample-factory":
+        from mtmoe.sf.run import split_sets
+
         if wandb:
             raise MtmoeError("--wandb: not with --backend sample-factory (its TensorBoard events are in tb/)")
-        from mtmoe.sf.run import run_cli
-
-        run_cli(args)
-        return
+        if args.resume:
+            raise MtmoeError("--resume: Sample Factory runs cannot be resumed (start a new run)")
+        sets, sf_options = split_sets(args.set)
     reg = load_registry(args.tasks_dir)
     if args.resume:
-        config = Path(args.resume) / "config.json"
-        if not config.is_file():
-            raise MtmoeError(f"--resume {args.resume}: not a run folder (no config.json)")
-        try:
-            data = json.loads(config.read_text())
-        except (ValueError, OSError) as e:
-            raise MtmoeError(f"--resume: {config} is unreadable ({e})") from None
-        if not isinstance(data, dict) or not isinstance(data.get("suite"), str):
-            raise MtmoeError(f"--resume: {config} is not an mtmoe run config (no 'suite')")
-        cfg = RunConfig.from_dict(data, str(config))
-        run_dir = train(cfg, reg, Path(args.out), resume=Path(args.resume), wandb=wandb)
+        cfg = read_config(Path(args.resume), "--resume")
+    elif not args.suite:
+        raise MtmoeError("run: give --suite NAME" + (" (or --resume DIR)" if args.backend != "sample-factory" else ""))
     else:
-        if not args.suite:
-            raise MtmoeError("run: give --suite NAME (or --resume DIR)")
         cfg, _ = compose(reg, args.suite, preset=args.preset, algo=args.algo, steps=args.steps, budget=args.budget,
-                         seed=args.seed, device=args.device, net_flags=views.net_flags(args), sets=args.set)
-        run_dir = train(cfg, reg, Path(args.out), wandb=wandb)
+                         seed=args.seed, device=args.device, net_flags=views.net_flags(args), sets=sets)
+    if args.backend == "sample-factory":
+        from mtmoe.sf.run import train_sf
+
+        run_dir = train_sf(cfg, reg, Path(args.out), sf_options, tasks_dirs=args.tasks_dir)
+    else:
+        from mtmoe.runner.run import train
+
+        run_dir = train(cfg, reg, Path(args.out), resume=Path(args.resume) if args.resume else None, wandb=wandb)
     views.run_summary(run_dir)
 
 

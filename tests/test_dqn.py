@@ -251,7 +251,7 @@ def test_compare_reads_dqn_runs(tmp_path, capsys):
 
 def test_size_sweep_gives_dqn_a_width_matched_dense_twin():
     from mtmoe.agents.registry import critic_params
-    from mtmoe.runner.run import run_name
+    from mtmoe.runner.records import run_name
     from mtmoe.sweep import Grid
     from mtmoe.tasks import load_registry, make_mixture
 

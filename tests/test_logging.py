@@ -107,7 +107,7 @@ def test_success_per_task_where_episodes_report_it(tmp_path):
     """Meta-World episodes carry success (0/1): the mean of the last ones is success/<task>."""
     from mtmoe.runner.logger import RunLogger
     from mtmoe.runner.periodic import EpisodeStats, log_training
-    from mtmoe.runner.run import EpisodeLog
+    from mtmoe.runner.records import EpisodeLog
 
     tasks = ["mw-reach", "minatar-breakout"]
     episodes = [{"task": "mw-reach", "return": 1.0, "normalized": 0.1, "length": 500, "success": s}

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from mtmoe.errors import MtmoeError
-from mtmoe.runner.run import run_name
+from mtmoe.runner.records import run_name
 from mtmoe.sweep import Grid, parse_ints, state_of, sweep
 from sweep_checks import assert_resumed_once, summary_stamps
 from mtmoe.tasks import load_registry

@@ -102,7 +102,7 @@ class RunConfig:
         """The inverse of to_dict (keys that are neither fields nor algorithms, like 'command', are ignored)."""
         cfg = cls(suite=data["suite"])
         known = {f.name for f in dataclasses.fields(cls)} | set(cfg.algos)
-        return _apply(cfg, {k: v for k, v in data.items() if k in known and k != "algos"}, source, "")
+        return apply_changes(cfg, {k: v for k, v in data.items() if k in known and k != "algos"}, source, "")
 
 
 def preset_names() -> list[str]:
@@ -151,7 +151,9 @@ def _coerce(cls_field_default: Any, value: Any, source: str, key: str) -> Any:
     return value
 
 
-def _apply(obj: Any, changes: dict, source: str, prefix: str) -> Any:
+def apply_changes(obj: Any, changes: dict, source: str, prefix: str) -> Any:
+    """A copy of the dataclass `obj` with the nested `changes` applied, each value checked against
+    its field's type; errors name `source` and the dotted key (under `prefix`)."""
     fields = {f.name: f for f in dataclasses.fields(obj)}
     sections = getattr(obj, "algos", None) if isinstance(obj, RunConfig) else None
     if sections is not None:
@@ -162,7 +164,7 @@ def _apply(obj: Any, changes: dict, source: str, prefix: str) -> Any:
         if sections is not None and k in sections and k not in fields:  # an algorithm's section
             if not isinstance(v, dict):
                 raise ConfigError(source, key, "expected a mapping")
-            updates["algos"] = {**updates.get("algos", sections), k: _apply(sections[k], v, source, key + ".")}
+            updates["algos"] = {**updates.get("algos", sections), k: apply_changes(sections[k], v, source, key + ".")}
             continue
         if k not in fields:
             known = sorted(set(fields) | set(sections or ()))
@@ -171,7 +173,7 @@ def _apply(obj: Any, changes: dict, source: str, prefix: str) -> Any:
         if dataclasses.is_dataclass(current):
             if not isinstance(v, dict):
                 raise ConfigError(source, key, "expected a mapping")
-            updates[k] = _apply(current, v, source, key + ".")
+            updates[k] = apply_changes(current, v, source, key + ".")
         else:
             updates[k] = _coerce(current, v, source, key)
     return dataclasses.replace(obj, **updates)
@@ -222,7 +224,7 @@ def compose(registry: Registry, suite_name: str, *, preset: str | None = None, a
         data = load_preset(preset)
         if algo and data.get("algo", algo) != algo:
             raise ConfigError("--algo", "algo", f"preset {preset!r} is for {data['algo']}; pass a --preset for {algo}")
-        cfg = _apply(cfg, {k: v for k, v in data.items()}, f"configs/{preset}.yaml", "")
+        cfg = apply_changes(cfg, {k: v for k, v in data.items()}, f"configs/{preset}.yaml", "")
         cfg.preset = preset
     cfg.num_envs = cfg.num_envs or suite.slots()
     if suite.mode == "simultaneous" and cfg.num_envs < len(suite.tasks):
@@ -230,9 +232,9 @@ def compose(registry: Registry, suite_name: str, *, preset: str | None = None, a
     cfg.steps = steps or suite.budget(budget)
     net_changes = {k: v for k, v in (net_flags or {}).items() if v is not None}
     if net_changes:
-        cfg = _apply(cfg, {"net": net_changes}, "command line", "")
+        cfg = apply_changes(cfg, {"net": net_changes}, "command line", "")
     if sets:
-        cfg = _apply(cfg, parse_sets(list(sets)), "--set", "")
+        cfg = apply_changes(cfg, parse_sets(list(sets)), "--set", "")
     if cfg.env_device not in ("auto", "tensor", "host"):
         raise ConfigError("--set", "env_device", f"expected auto, tensor or host, got {cfg.env_device!r}")
     if cfg.seed < 0 or cfg.num_envs <= 0:

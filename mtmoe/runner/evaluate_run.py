@@ -26,7 +26,9 @@ import torch
 
 from mtmoe.errors import MtmoeError
 from mtmoe.runner.config import RunConfig
-from mtmoe.runner.run import CHECKPOINT, build_agent, make_env, pick_device, seed_everything
+from mtmoe.runner.checkpoint import CHECKPOINT
+from mtmoe.runner.records import read_config
+from mtmoe.runner.run import build_agent, make_env, pick_device, seed_everything
 
 
 @dataclass(frozen=True)
@@ -41,22 +43,6 @@ class EvalRequest:
     max_steps: int = 100_000
     seed: int = 0
     device: str = "auto"
-
-
-def read_config(run_dir: Path) -> RunConfig:
-    """The RunConfig of a run folder; one clear error for each way it can be missing or wrong."""
-    if not run_dir.is_dir():
-        raise MtmoeError(f"evaluate: {run_dir} is not a folder (give a run folder made by `mtmoe run`)")
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise MtmoeError(f"evaluate: {run_dir} is not a run folder (no config.json)")
-    try:
-        data = json.loads(path.read_text())
-    except (ValueError, OSError) as e:
-        raise MtmoeError(f"evaluate: {path} is unreadable ({e})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("suite"), str):
-        raise MtmoeError(f"evaluate: {path} is not an mtmoe run config (no 'suite')")
-    return RunConfig.from_dict(data, str(path))
 
 
 def read_checkpoint(path: Path, device: torch.device) -> dict:
@@ -262,7 +248,7 @@ def print_table(result: dict) -> None:
 def evaluate_run(req: EvalRequest, registry) -> Path:
     """Evaluate, print the table and write the json; returns its path."""
     start = time.time()
-    cfg = read_config(req.run_dir)
+    cfg = read_config(req.run_dir, "evaluate")
     checkpoint = req.checkpoint or req.run_dir / CHECKPOINT
     device = pick_device(req.device)
     if req.video is not None:

@@ -2,8 +2,13 @@
 
 Results go to ``<out>/<suite>/<run name>/`` (a new folder per run, never overwritten):
 ``config.json`` (the effective configuration), ``metrics.jsonl`` (one line per log point),
-TensorBoard events in ``tb/`` (and a W&B run in ``wandb/`` with ``--wandb``; mtmoe.runner.logger)
-and ``summary.json`` at the end.
+TensorBoard events in ``tb/`` (and a W&B run in ``wandb/`` with ``--wandb``; mtmoe.runner.logger),
+``checkpoint.pt`` on schedule and ``summary.json`` at the end.
+
+The pieces: :func:`train` builds and hands over to a :class:`TrainingLoop` (the agent's yields:
+training lines, probes, evaluations, checkpoints, progress); folders, config and summary records
+are in mtmoe.runner.records, checkpoints in mtmoe.runner.checkpoint, the periodic work
+(probes, evaluations, the progress bar) in mtmoe.runner.periodic.
 """
 
 from __future__ import annotations
@@ -13,8 +18,6 @@ import json
 import math
 import sys
 import time
-from collections import defaultdict, deque
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +25,9 @@ import torch
 
 from mtmoe.agents.registry import get_algo
 from mtmoe.errors import ConfigError, MtmoeError
+from mtmoe.runner.checkpoint import CHECKPOINT, RunState, restore_checkpoint, save_checkpoint
 from mtmoe.runner.config import RunConfig
+from mtmoe.runner.records import EpisodeLog, flops_record, new_run_dir, normalization_of, write_config, write_summary
 from mtmoe.runner.logger import RunLogger, WandbOptions, import_wandb
 from mtmoe.runner.periodic import EpisodeStats, Evaluation, Progress, Prober, log_schedule, log_training
 from mtmoe.tasks import make_mixture
@@ -37,45 +42,9 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _commit() -> str | None:
-    """The git commit of the mtmoe checkout (with '+dirty' for local changes), when it is one."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[2]
-    try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (sha + ("+dirty" if dirty else "")) if sha else None
-
-
 def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def run_name(cfg: RunConfig) -> str:
-    """e.g. ppo-critic-softmoe-penultimate-e4-s0 (a -w<width> part when the expert width is set)."""
-    n = cfg.net
-    kind = "dense" if n.placement == "none" else f"{n.moe}-{n.position}-e{n.experts_for()}"
-    if n.expert_width and n.placement != "none":
-        kind += f"-w{n.expert_width}"
-    if n.placement == "none" and cfg.dense_match:
-        kind += f"-match-{cfg.dense_match}"
-    return f"{cfg.algo}-{n.placement}-{kind}-s{cfg.seed}"
-
-
-def new_run_dir(out: Path, cfg: RunConfig, name: str | None = None) -> Path:
-    """A fresh folder `<out>/<suite>/<name>-<time>` (name: run_name): results are never overwritten."""
-    base = out / cfg.suite / f"{name or run_name(cfg)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    path, i = base, 1
-    while path.exists():
-        path, i = Path(f"{base}-{i}"), i + 1
-    path.mkdir(parents=True)
-    return path
 
 
 def make_env(cfg: RunConfig, registry: Registry, device: torch.device):
@@ -113,33 +82,6 @@ def flops_batch(env, device: torch.device, batch: int = 16) -> tuple[torch.Tenso
     return obs, torch.zeros(batch, dtype=torch.long, device=device)
 
 
-class EpisodeLog:
-    """Per-task returns of finished episodes: the window of the last ones, and everything
-    (lengths and successes: periodic.EpisodeStats)."""
-
-    def __init__(self, tasks: list[str], window: int = 20):
-        self.tasks = tasks
-        self.recent = {t: deque(maxlen=window) for t in tasks}
-        self.recent_norm = {t: deque(maxlen=window) for t in tasks}
-        self.count = defaultdict(int)
-
-    def add(self, episodes: list[dict]) -> None:
-        for e in episodes:
-            self.recent[e["task"]].append(e["return"])
-            self.recent_norm[e["task"]].append(e["normalized"])
-            self.count[e["task"]] += 1
-
-
-    def means(self) -> dict[str, float | None]:
-        return {t: float(np.mean(v)) if v else None for t, v in self.recent.items()}
-
-    def norm_means(self) -> dict[str, float | None]:
-        return {t: float(np.mean(v)) if v else None for t, v in self.recent_norm.items()}
-
-
-CHECKPOINT = "checkpoint.pt"
-
-
 def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None = None,
           resume: Path | None = None, stop_at_step: int | None = None, run_dir: Path | None = None,
           wandb: WandbOptions | None = None) -> Path:
@@ -161,117 +103,167 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
         cfg = dataclasses.replace(cfg, env_device="tensor" if getattr(env, "on_device", False) else "host")
     agent, nets = build_agent(cfg, env, device)
     flops = agent.flops_per_env_step(*flops_batch(env, device))
-    if run_dir is not None and not resume:
+    run_dir = _run_folder(out, cfg, device, resume, run_dir)
+    loop = TrainingLoop(cfg, run_dir, env, agent, device, progress, wandb, resume)
+    if loop.run(stop_at_step):
+        loop.finish(nets, flops)
+    return run_dir
+
+
+def _run_folder(out: Path, cfg: RunConfig, device: torch.device, resume: Path | None, run_dir: Path | None) -> Path:
+    """The folder to train into, with its config.json written (a resumed run keeps its own)."""
+    if resume:
+        return resume
+    if run_dir is not None:
         if any((run_dir / f).exists() for f in ("metrics.jsonl", "summary.json", CHECKPOINT)):
             raise MtmoeError(f"{run_dir} already holds results: resume it or choose another folder")
         run_dir.mkdir(parents=True, exist_ok=True)
-    run_dir = resume or run_dir or new_run_dir(out, cfg)
-    if not resume:
-        (run_dir / "config.json").write_text(json.dumps({**cfg.to_dict(), "device_resolved": str(device),
-                                                         "command": " ".join(sys.argv), "mtmoe_commit": _commit()},
-                                                        indent=2))
-    logger = RunLogger(run_dir, json.loads((run_dir / "config.json").read_text()), wandb)
-    show = sys.stderr.isatty() if progress is None else progress
-    planned = agent.planned_steps(cfg.steps)
-    bar = Progress(planned, env.task_names, show)
-    prober = Prober(cfg, env, agent.probe_networks(), device, logger)
-    evaluation = Evaluation(cfg, env, logger)
-    st = _RunState(EpisodeLog(env.task_names), EpisodeStats(env.task_names))
-    if resume:
-        env = _restore(run_dir, cfg, env, agent, st, prober, evaluation)
-    else:
-        log_schedule(logger, env, [], start=True)
-    if progress is not False:
-        _announce(cfg, env, agent, planned, device, run_dir)
-    ckpt_every = cfg.checkpoint_every if cfg.checkpoint_every > 0 else max(1, cfg.steps // 10)
-    next_ckpt = (agent.global_step // ckpt_every + 1) * ckpt_every
-    start = time.time() - st.elapsed
-    # the agent hands control back at least as often as something is due (evaluations, probes and
-    # checkpoints run between its yields); metrics lines stay log_every apart
-    due = ([cfg.log_every] + [ckpt_every] * (cfg.checkpoint_every >= 0) + [prober.every] * prober.enabled
-           + [evaluation.every] * (evaluation.evaluator is not None))
-    iterator = agent.iterate(cfg.steps, log_every=max(1, min(due)))
-    with open(run_dir / "metrics.jsonl", "a") as metrics:
-        for stats in iterator:
-            episodes = stats.pop("episodes")
-            st.log.add(episodes)
-            st.episode_stats.add(episodes)
-            switches = stats.pop("switches")
-            log_schedule(logger, env, switches)
-            step = stats["global_step"]
-            for t, m in st.log.means().items():
-                if m is not None and t not in st.first_means:
-                    st.first_means[t] = m
-            bar.update(step, st.log.means())
-            bad = [k for k, v in stats.items() if isinstance(v, float) and not math.isfinite(v) and k != "explained_variance"]
-            if bad or step - st.last_log >= cfg.log_every or step >= planned or switches:
-                st.last_log = step
-                elapsed = time.time() - start
-                line = {"global_step": step, "time": round(elapsed, 2),
-                        "sps": round(step / max(elapsed - st.measuring, 1e-9), 1),
-                        **{k: v for k, v in stats.items() if k != "global_step"},
-                        "return": st.log.means(), "normalized": st.log.norm_means(), "episodes": dict(st.log.count),
-                        "switches": switches}
-                if st.episode_stats.means("success"):  # tasks with a success criterion (Meta-World)
-                    line["success"] = st.episode_stats.means("success")
-                metrics.write(json.dumps(line) + "\n")
-                metrics.flush()
-                log_training(logger, step, stats, line["sps"], st.log, st.episode_stats)
-            if bad:
-                st.stopped = f"{bad[0]} became {stats[bad[0]]} at step {step:,}"
-                break
-            t0 = time.time()
-            prober.maybe(step, metrics, agent)
-            evaluation.maybe(step, metrics, agent)
-            st.measuring += time.time() - t0
-            if cfg.checkpoint_every >= 0 and step >= next_ckpt and step < planned:
-                metrics.flush()
-                st.elapsed = time.time() - start
-                _save(run_dir, env, agent, st, prober, evaluation, metrics.tell())
-                next_ckpt = (step // ckpt_every + 1) * ckpt_every
-            if stop_at_step is not None and step >= stop_at_step:
-                bar.close()
-                logger.close()
-                env.close()
-                return run_dir
-    bar.close()
-    elapsed = time.time() - start
-    if not st.stopped:
-        with open(run_dir / "metrics.jsonl", "a") as metrics:
-            evaluation.maybe(agent.global_step, metrics, agent, final=True)
-            if cfg.checkpoint_every >= 0:  # the finished networks (also for runs shorter than one interval)
-                metrics.flush()
-                st.elapsed = elapsed
-                _save(run_dir, env, agent, st, prober, evaluation, metrics.tell())
-    summary = {
-        "suite": cfg.suite, "algo": cfg.algo, "placement": cfg.net.placement, "position": cfg.net.position,
-        "moe": cfg.net.moe, "seed": cfg.seed, "steps": agent.global_step, "wall_time_s": round(elapsed, 1),
-        "eval_and_probe_time_s": round(st.measuring, 1),
-        "steps_per_s": round(agent.global_step / max(elapsed - st.measuring, 1e-9), 1), "device": str(device),
-        "envs": "tensor" if getattr(env, "on_device", False) else "host",
-        "first_return": st.first_means, "final_return": st.log.means(), "final_normalized": st.log.norm_means(),
-        "final_success": st.episode_stats.means("success") or None,
-        "episodes": dict(st.log.count),
-        "param_counts": {name: net.param_counts() for name, net in nets.items()},
-        "flops": {**flops, "total": flops["per_env_step"] * agent.global_step} if flops else None,
-        "normalization": {t.id: {"low": t.normalization.low, "high": t.normalization.high,
-                                 "source": t.normalization.source} for t in env.tasks},
-        "stopped": st.stopped,
-        "resumed": bool(resume),
-        "final_probe": prober.last,
-        "eval": evaluation.last,
-        "nonstationarity": evaluation.nonstationarity(env, agent.global_step),
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    logger.close(failed=bool(st.stopped))
-    env.close()
-    if evaluation.evaluator is not None:
-        evaluation.evaluator.close()
-    if st.stopped:
-        last = (f"its last good checkpoint is {run_dir / CHECKPOINT}" if (run_dir / CHECKPOINT).is_file()
-                else "it stopped before its first checkpoint, so there is none to resume from")
-        raise MtmoeError(f"the run stopped: {st.stopped} (non-finite loss); what it logged is in {run_dir}; {last}")
+    run_dir = run_dir or new_run_dir(out, cfg)
+    write_config(run_dir, cfg, device)
     return run_dir
+
+
+class TrainingLoop:
+    """Drives one run's agent: after each of its yields, the training line (every log_every env
+    steps, at a switch, or when a loss is no longer finite), probes and evaluations when due, a
+    checkpoint on schedule, the progress bar; at the end the final evaluation and summary.json."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, env, agent, device: torch.device, progress: bool | None,
+                 wandb: WandbOptions | None, resume: Path | None):
+        self.cfg, self.run_dir, self.agent, self.device, self.resumed = cfg, run_dir, agent, device, bool(resume)
+        self.logger = RunLogger(run_dir, json.loads((run_dir / "config.json").read_text()), wandb)
+        self.planned = agent.planned_steps(cfg.steps)
+        self.bar = Progress(self.planned, env.task_names, sys.stderr.isatty() if progress is None else progress)
+        self.prober = Prober(cfg, env, agent.probe_networks(), device, self.logger)
+        self.evaluation = Evaluation(cfg, env, self.logger)
+        self.st = RunState(EpisodeLog(env.task_names), EpisodeStats(env.task_names))
+        if resume:
+            env = restore_checkpoint(run_dir, device, cfg.seed, env, agent, self.st, self.prober, self.evaluation)
+        else:
+            log_schedule(self.logger, env, [], start=True)
+        self.env = env
+        if progress is not False:
+            _announce(cfg, env, agent, self.planned, device, run_dir)
+        self.ckpt_every = cfg.checkpoint_every if cfg.checkpoint_every > 0 else max(1, cfg.steps // 10)
+        self.next_ckpt = (agent.global_step // self.ckpt_every + 1) * self.ckpt_every
+        self.start = time.time() - self.st.elapsed
+
+    def yield_every(self) -> int:
+        """The agent hands control back at least as often as something is due (evaluations, probes
+        and checkpoints run between its yields); training lines stay log_every apart."""
+        cfg = self.cfg
+        due = ([cfg.log_every] + [self.ckpt_every] * (cfg.checkpoint_every >= 0) + [self.prober.every] * self.prober.enabled
+               + [self.evaluation.every] * (self.evaluation.evaluator is not None))
+        return max(1, min(due))
+
+    def run(self, stop_at_step: int | None = None) -> bool:
+        """Train to the planned step (True), or stop after `stop_at_step` as a kill would (False;
+        the checkpoint and metrics stay as they were)."""
+        with open(self.run_dir / "metrics.jsonl", "a") as metrics:
+            for stats in self.agent.iterate(self.cfg.steps, log_every=self.yield_every()):
+                step = stats["global_step"]
+                if not self.record(stats, metrics):
+                    break
+                t0 = time.time()
+                self.prober.maybe(step, metrics, self.agent)
+                self.evaluation.maybe(step, metrics, self.agent)
+                self.st.measuring += time.time() - t0
+                self.maybe_checkpoint(step, metrics)
+                if stop_at_step is not None and step >= stop_at_step:
+                    self.bar.close()
+                    self.logger.close()
+                    self.env.close()
+                    return False
+        self.bar.close()
+        return True
+
+    def record(self, stats: dict, metrics) -> bool:
+        """Take one yield's episodes and switches; write a training line when one is due. False when
+        a loss is no longer finite (the run stops, `st.stopped` says why)."""
+        st, step = self.st, stats["global_step"]
+        episodes = stats.pop("episodes")
+        st.log.add(episodes)
+        st.episode_stats.add(episodes)
+        switches = stats.pop("switches")
+        log_schedule(self.logger, self.env, switches)
+        for t, m in st.log.means().items():
+            if m is not None and t not in st.first_means:
+                st.first_means[t] = m
+        self.bar.update(step, st.log.means())
+        bad = [k for k, v in stats.items() if isinstance(v, float) and not math.isfinite(v) and k != "explained_variance"]
+        if bad or step - st.last_log >= self.cfg.log_every or step >= self.planned or switches:
+            st.last_log = step
+            line = self.training_line(stats, switches)
+            metrics.write(json.dumps(line) + "\n")
+            metrics.flush()
+            log_training(self.logger, step, stats, line["sps"], st.log, st.episode_stats)
+        if bad:
+            st.stopped = f"{bad[0]} became {stats[bad[0]]} at step {step:,}"
+        return not bad
+
+    def training_line(self, stats: dict, switches: list) -> dict:
+        """One metrics.jsonl training line: the agent's statistics and the episode windows."""
+        st, step = self.st, stats["global_step"]
+        elapsed = time.time() - self.start
+        line = {"global_step": step, "time": round(elapsed, 2),
+                "sps": round(step / max(elapsed - st.measuring, 1e-9), 1),
+                **{k: v for k, v in stats.items() if k != "global_step"},
+                "return": st.log.means(), "normalized": st.log.norm_means(), "episodes": dict(st.log.count),
+                "switches": switches}
+        if st.episode_stats.means("success"):  # tasks with a success criterion (Meta-World)
+            line["success"] = st.episode_stats.means("success")
+        return line
+
+    def maybe_checkpoint(self, step: int, metrics) -> None:
+        if self.cfg.checkpoint_every >= 0 and step >= self.next_ckpt and step < self.planned:
+            self.checkpoint(metrics)
+            self.next_ckpt = (step // self.ckpt_every + 1) * self.ckpt_every
+
+    def checkpoint(self, metrics, elapsed: float | None = None) -> None:
+        metrics.flush()
+        self.st.elapsed = time.time() - self.start if elapsed is None else elapsed
+        save_checkpoint(self.run_dir, self.env, self.agent, self.st, self.prober, self.evaluation, metrics.tell())
+
+    def finish(self, nets: dict, flops: dict | None) -> None:
+        """The final evaluation and checkpoint (unless the run stopped), summary.json, closing; a
+        stopped run raises after its records are written."""
+        st, agent, run_dir = self.st, self.agent, self.run_dir
+        elapsed = time.time() - self.start
+        if not st.stopped:
+            with open(run_dir / "metrics.jsonl", "a") as metrics:
+                self.evaluation.maybe(agent.global_step, metrics, agent, final=True)
+                if self.cfg.checkpoint_every >= 0:  # the finished networks (also for runs shorter than one interval)
+                    self.checkpoint(metrics, elapsed)
+        write_summary(run_dir, self.summary(elapsed, nets, flops))
+        self.logger.close(failed=bool(st.stopped))
+        self.env.close()
+        if self.evaluation.evaluator is not None:
+            self.evaluation.evaluator.close()
+        if st.stopped:
+            last = (f"its last good checkpoint is {run_dir / CHECKPOINT}" if (run_dir / CHECKPOINT).is_file()
+                    else "it stopped before its first checkpoint, so there is none to resume from")
+            raise MtmoeError(f"the run stopped: {st.stopped} (non-finite loss); what it logged is in {run_dir}; {last}")
+
+    def summary(self, elapsed: float, nets: dict, flops: dict | None) -> dict:
+        cfg, st, steps, env = self.cfg, self.st, self.agent.global_step, self.env
+        return {
+            "suite": cfg.suite, "algo": cfg.algo, "placement": cfg.net.placement, "position": cfg.net.position,
+            "moe": cfg.net.moe, "seed": cfg.seed, "steps": steps, "wall_time_s": round(elapsed, 1),
+            "eval_and_probe_time_s": round(st.measuring, 1),
+            "steps_per_s": round(steps / max(elapsed - st.measuring, 1e-9), 1), "device": str(self.device),
+            "envs": "tensor" if getattr(env, "on_device", False) else "host",
+            "first_return": st.first_means, "final_return": st.log.means(), "final_normalized": st.log.norm_means(),
+            "final_success": st.episode_stats.means("success") or None,
+            "episodes": dict(st.log.count),
+            "param_counts": {name: net.param_counts() for name, net in nets.items()},
+            "flops": flops_record(flops, steps),
+            "normalization": normalization_of(env.tasks),
+            "stopped": st.stopped,
+            "resumed": self.resumed,
+            "final_probe": self.prober.last,
+            "eval": self.evaluation.last,
+            "nonstationarity": self.evaluation.nonstationarity(env, steps),
+        }
 
 
 def _announce(cfg: RunConfig, env, agent, planned: int, device: torch.device, run_dir: Path) -> None:
@@ -284,66 +276,3 @@ def _announce(cfg: RunConfig, env, agent, planned: int, device: torch.device, ru
     print(f"mtmoe: training {cfg.algo} on {cfg.suite} ({env.num_tasks} task{'s' * (env.num_tasks > 1)}, "
           f"{env.num_envs} envs) {what} {planned:,} env steps on {device}, {per_iter:,} per iteration; "
           f"results in {run_dir}", file=sys.stderr, flush=True)
-
-
-class _RunState:
-    """What the loop itself carries from one iteration to the next (saved in checkpoints)."""
-
-    def __init__(self, log: EpisodeLog, episode_stats: EpisodeStats):
-        self.log, self.episode_stats, self.first_means = log, episode_stats, {}
-        self.last_log, self.measuring, self.elapsed, self.stopped = 0, 0.0, 0.0, None
-
-
-def _save(run_dir: Path, env, agent, st: _RunState, prober, evaluation, metrics_offset: int) -> None:
-    """Write the checkpoint atomically: a kill mid-write leaves the previous one intact."""
-    import os
-    import pickle
-
-    exact = getattr(env, "exact_pickle", None) or all(getattr(b, "exact_pickle", False) for b in env.backends)
-    env_state = pickle.dumps(env) if exact else None  # others: fresh episodes on resume
-    state = {"agent": agent.state_dict(), "env": env_state, "run": st.__dict__,
-             "prober": (prober.next, prober.last), "evaluation": evaluation.state(),
-             "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "metrics_offset": metrics_offset}
-    tmp = run_dir / (CHECKPOINT + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, run_dir / CHECKPOINT)
-
-
-def _restore(run_dir: Path, cfg: RunConfig, env, agent, st: _RunState, prober, evaluation):
-    """Load the checkpoint into the freshly built objects; returns the env to train on."""
-    import pickle
-
-    path = run_dir / CHECKPOINT
-    if not path.is_file():
-        raise MtmoeError(f"--resume {run_dir}: no {CHECKPOINT} there (the run wrote none yet)")
-    try:
-        state = torch.load(path, weights_only=False, map_location=pick_device(cfg.device))
-    except Exception as e:  # truncated, empty or foreign file: torch raises many kinds
-        reason = (str(e).splitlines() or [""])[0].split(". ")[0][:100]
-        raise MtmoeError(f"--resume: {path} is unreadable ({type(e).__name__}: {reason}); "
-                         "the run cannot continue from it") from None
-    if not isinstance(state, dict) or not {"agent", "run", "metrics_offset"} <= set(state):
-        raise MtmoeError(f"--resume: {path} is not an mtmoe checkpoint")
-    agent.load_state_dict(state["agent"])
-    if state["env"] is not None:
-        env.close()
-        try:
-            env = pickle.loads(state["env"])
-        except Exception as e:  # e.g. tensor envs saved on a GPU, resumed where there is none
-            raise MtmoeError(f"--resume: the envs saved in {path} cannot be restored here ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0][:100]})") from None
-    else:  # not bit-exact: fresh episodes at the right point of the schedule
-        agent.restart_episodes(*env.resume_at(agent.global_step, cfg.seed + agent.global_step))
-    saved_tensor_envs = getattr(env, "on_device", False)
-    if saved_tensor_envs != getattr(agent, "on_device", False):
-        raise MtmoeError(f"--resume: {path} holds {'tensor' if saved_tensor_envs else 'Python-loop'} envs; resume "
-                         f"with env_device={'tensor' if saved_tensor_envs else 'host'} in its config.json")
-    agent.env = env
-    st.__dict__.update(state["run"])
-    prober.next, prober.last = state["prober"]
-    evaluation.load_state(state["evaluation"])
-    torch.set_rng_state(state["torch_rng"])
-    np.random.set_state(state["numpy_rng"])
-    with open(run_dir / "metrics.jsonl", "r+") as f:  # drop lines written after the checkpoint
-        f.truncate(state["metrics_offset"])
-    return env

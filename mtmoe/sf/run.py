@@ -31,7 +31,8 @@ import torch
 
 from mtmoe.agents.ppo import PPOConfig
 from mtmoe.errors import ConfigError, MtmoeError
-from mtmoe.runner.config import RunConfig, _apply, compose, parse_sets
+from mtmoe.runner.config import RunConfig, apply_changes, parse_sets
+from mtmoe.runner.records import flops_record, new_run_dir, normalization_of, run_name, write_config, write_summary
 from mtmoe.sf import SFOptions, require_sample_factory
 from mtmoe.tasks.registry import Registry
 
@@ -42,7 +43,7 @@ def split_sets(sets: list[str]) -> tuple[list[str], SFOptions]:
     """`--set` pairs -> (mtmoe's, SFOptions from the `sf.` ones)."""
     ours = [s for s in sets if not s.strip().startswith("sf.")]
     sf = [s.strip()[3:] for s in sets if s.strip().startswith("sf.")]
-    opts = _apply(SFOptions(), parse_sets(sf), "--set", "sf.") if sf else SFOptions()
+    opts = apply_changes(SFOptions(), parse_sets(sf), "--set", "sf.") if sf else SFOptions()
     if opts.envs_per_worker not in (1, 2):
         raise ConfigError("--set", "sf.envs_per_worker", "expected 1 or 2 (one SF env per sampling split)")
     return ours, opts
@@ -59,24 +60,6 @@ def check_supported(cfg: RunConfig, suite) -> None:
     if cfg.ppo.per_task_reward_norm or cfg.ppo.target_kl is not None:
         raise ConfigError("--set", "ppo.per_task_reward_norm", "per_task_reward_norm and target_kl are not available with --backend "
                           "sample-factory")
-
-
-def run_cli(args) -> Path:
-    """`mtmoe run --backend sample-factory …` (called by mtmoe.cli)."""
-    from mtmoe import views
-    from mtmoe.tasks.registry import load_registry
-
-    if args.resume:
-        raise MtmoeError("--resume: Sample Factory runs cannot be resumed (start a new run)")
-    if not args.suite:
-        raise MtmoeError("run: give --suite NAME")
-    reg = load_registry(args.tasks_dir)
-    sets, opts = split_sets(args.set)
-    cfg, _ = compose(reg, args.suite, preset=args.preset, algo=args.algo, steps=args.steps, budget=args.budget,
-                     seed=args.seed, device=args.device, net_flags=views.net_flags(args), sets=sets)
-    run_dir = train_sf(cfg, reg, Path(args.out), opts, tasks_dirs=args.tasks_dir)
-    views.run_summary(run_dir)
-    return run_dir
 
 
 def plan(cfg: RunConfig, opts: SFOptions, num_tasks: int) -> dict:
@@ -97,15 +80,14 @@ def plan(cfg: RunConfig, opts: SFOptions, num_tasks: int) -> dict:
 
 
 def run_dir_for(out: Path, cfg: RunConfig) -> Path:
-    from mtmoe.runner.run import new_run_dir, run_name
-
     return new_run_dir(out, cfg, name="sf-appo" + run_name(cfg)[len(cfg.algo):])
 
 
 def train_sf(cfg: RunConfig, registry: Registry, out: Path, opts: SFOptions | None = None, *,
              tasks_dirs: list[str] = (), run_dir: Path | None = None, progress: bool | None = None) -> Path:
-    """Train with Sample Factory's APPO and return the run folder (mtmoe's layout)."""
-    from mtmoe.runner.run import _commit, pick_device
+    """Train with Sample Factory's APPO and return the run folder (mtmoe's layout). `cfg`: the
+    RunConfig `mtmoe run` composed (as for every backend); `opts`: the `--set sf.KEY=VALUE` options."""
+    from mtmoe.runner.run import pick_device
 
     suite = registry.suite(cfg.suite)
     check_supported(cfg, suite)
@@ -121,9 +103,7 @@ def train_sf(cfg: RunConfig, registry: Registry, out: Path, opts: SFOptions | No
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
     sf["argv"] = sf_argv(cfg, sf, run_dir, sf["device"])
-    (run_dir / "config.json").write_text(json.dumps(
-        {**cfg.to_dict(), "backend": BACKEND, "sf": sf, "tasks_dirs": [str(Path(d).resolve()) for d in tasks_dirs],
-         "device_resolved": str(device), "command": " ".join(sys.argv), "mtmoe_commit": _commit()}, indent=2))
+    write_config(run_dir, cfg, device, backend=BACKEND, sf=sf, tasks_dirs=[str(Path(d).resolve()) for d in tasks_dirs])
     show = sys.stderr.isatty() if progress is None else progress
     start = time.time()
     try:
@@ -308,13 +288,12 @@ def _finish(run_dir: Path, cfg: RunConfig, registry: Registry, device: torch.dev
             "first_return": res["first_return"], "final_return": res["final_return"],
             "final_normalized": res["final_normalized"], "episodes": res["episodes"],
             "param_counts": {name: n.param_counts() for name, n in nets.items()},
-            "flops": {**flops, "total": flops["per_env_step"] * step} if flops else None,
-            "normalization": {t.id: {"low": t.normalization.low, "high": t.normalization.high,
-                                     "source": t.normalization.source} for t in env.tasks},
+            "flops": flops_record(flops, step),
+            "normalization": normalization_of(env.tasks),
             "stopped": res["stopped"], "resumed": False, "final_probe": last_probe, "eval": evaluation,
             "nonstationarity": None,
         }
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_summary(run_dir, summary)
     finally:
         env.close()
     if res["stopped"]:

@@ -59,7 +59,7 @@ class Recorder:
     def __init__(self, run_dir: Path, task_names: list[str], total: int, log_every: int):
         from torch.utils.tensorboard import SummaryWriter
 
-        from mtmoe.runner.run import EpisodeLog
+        from mtmoe.runner.records import EpisodeLog
 
         self.run_dir, self.names, self.total, self.log_every = run_dir, task_names, total, log_every
         self.log, self.first = EpisodeLog(task_names), {}
