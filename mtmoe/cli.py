@@ -285,7 +285,7 @@ def _sweep(args) -> None:
     if args.address and args.backend != "ray":
         raise MtmoeError("sweep: --address needs --backend ray")
     if args.backend == "ray":
-        from mtmoe.sweep_ray import sweep_ray
+        from mtmoe.sweep.ray_backend import sweep_ray
 
         counts = sweep_ray(grid, load_registry(args.tasks_dir), Path(args.out), jobs=args.jobs,
                            retries=args.retries, tasks_dirs=args.tasks_dir, address=args.address,

@@ -97,11 +97,49 @@ def test_a_failing_run_is_retried_then_reported(tmp_path):
     assert log.count("# ") == 2  # launched twice: the first try and one retry
 
 
+# ---------------------------------------------------------------- the outcome of an attempt, shared by both backends
+
+
+@pytest.mark.parametrize("succeeded,finished,attempts,retries,expected", [
+    (True, True, 1, 1, "done"), (True, True, 3, 1, "done"),  # done wins, however many attempts
+    (True, False, 1, 1, "queued"), (True, False, 2, 1, "failed"),  # exit 0 without summary.json is no success
+    (False, True, 1, 1, "queued"), (False, True, 2, 1, "failed"),  # summary.json with a failed exit neither
+    (False, False, 1, 1, "queued"), (False, False, 2, 1, "failed"), (False, False, 1, 0, "failed"),
+])
+@pytest.mark.parametrize("backend", ["settle", "local", "ray"])
+def test_an_attempt_ends_done_queued_or_failed_alike_in_both_backends(tmp_path, backend, succeeded, finished,
+                                                                      attempts, retries, expected):
+    """settle() is the one rule; each backend's end-of-attempt step must reach the same state through it."""
+    from types import SimpleNamespace
+
+    from mtmoe.sweep import jobs, local, ray_backend
+
+    cfg = Grid(suites=["minatar-single"], seeds=[0], placements=["none"], steps=512).configs(REGISTRY)[0]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    if finished:
+        (run_dir / "summary.json").write_text("{}")
+    code = 0 if succeeded else 1
+    if backend == "settle":
+        job = jobs.Job(cfg, run_dir, state="running", attempts=attempts)
+        jobs.settle(job, succeeded, retries)
+    elif backend == "local":
+        job = local.LocalJob(cfg, run_dir, state="running", attempts=attempts,
+                             proc=SimpleNamespace(returncode=code), log=open(run_dir / "log.txt", "a"))
+        local._finish(job, retries)
+        assert job.proc is None and job.log.closed
+    else:
+        job = ray_backend.RayJob(cfg, run_dir, state="running", attempts=attempts, ref="attempt")
+        ray_backend._finish(SimpleNamespace(get=lambda ref: (code, "fresh")), job, retries)
+        assert job.ref is None
+    assert job.state == expected
+
+
 # ---------------------------------------------------------------- --runs-per-device: GPUs shared by several runs
 
 
 def _fake_machine(monkeypatch, gpus: int, cores: int = 16, visible: str | None = None):
-    import mtmoe.sweep as sweep_mod
+    import mtmoe.sweep.local as sweep_mod
 
     monkeypatch.setattr(sweep_mod, "gpu_count", lambda: gpus)
     monkeypatch.setattr(sweep_mod.os, "cpu_count", lambda: cores)
@@ -149,7 +187,7 @@ def test_sweep_runs_at_most_runs_per_device_runs_on_each_gpu_at_once(monkeypatch
     """The scheduler with fake workers: 8 runs, 2 fake GPUs, 2 runs per GPU."""
     from pathlib import Path
 
-    import mtmoe.sweep as sweep_mod
+    import mtmoe.sweep.local as sweep_mod
 
     _fake_machine(monkeypatch, gpus=2, cores=8)
     live: list = []
@@ -192,7 +230,7 @@ def test_sweep_runs_at_most_runs_per_device_runs_on_each_gpu_at_once(monkeypatch
 
 def test_cli_passes_runs_per_device_to_both_backends(monkeypatch, tmp_path, capsys):
     import mtmoe.sweep as sweep_mod
-    import mtmoe.sweep_ray as sweep_ray_mod
+    import mtmoe.sweep.ray_backend as sweep_ray_mod
     from mtmoe.cli import build_parser, main
 
     got = {}
@@ -218,7 +256,7 @@ def test_cli_passes_runs_per_device_to_both_backends(monkeypatch, tmp_path, caps
 def test_ray_shares_a_gpu_between_runs_per_device_runs():
     from types import SimpleNamespace
 
-    from mtmoe.sweep_ray import _shape, gpu_share
+    from mtmoe.sweep.ray_backend import _shape, gpu_share
 
     fake_ray = SimpleNamespace(nodes=lambda: [{"Alive": True, "Resources": {"CPU": 16.0, "GPU": 1.0}}])
     assert _shape(fake_ray, 0, 1) == (16, 1)

@@ -18,7 +18,7 @@ ray = pytest.importorskip("ray")
 
 from mtmoe.errors import MtmoeError  # noqa: E402
 from mtmoe.sweep import Grid, state_of  # noqa: E402
-from mtmoe.sweep_ray import sweep_ray  # noqa: E402
+from mtmoe.sweep.ray_backend import sweep_ray  # noqa: E402
 from mtmoe.tasks import load_registry  # noqa: E402
 
 from sweep_checks import assert_resumed_once, summary_stamps  # noqa: E402  (tests/ is on sys.path: conftest.py)

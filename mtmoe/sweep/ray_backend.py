@@ -1,9 +1,10 @@
 """`mtmoe sweep --backend ray [--address ADDR]`: the same grid as `mtmoe.sweep`, spread over a Ray cluster.
 
-The contract is that of :func:`mtmoe.sweep.sweep`: the same folders (``<out>/<suite>/<run name>``),
-the same skip / resume / restart rules (:func:`mtmoe.sweep.prepare`), the same worker
+The contract is that of :func:`mtmoe.sweep.local.sweep`: the same folders (``<out>/<suite>/<run name>``),
+the same skip / resume / restart rules (:func:`mtmoe.sweep.jobs.prepare`), the same worker
 (``python -m mtmoe.sweep RUN_DIR``, which resumes from ``checkpoint.pt`` by itself), the same
-``<run>/log.txt`` and the same counts {done, failed, skipped, resumed}.
+``<run>/log.txt``, the same outcome of an attempt (:func:`mtmoe.sweep.jobs.settle`) and the same
+counts {done, failed, skipped, resumed}.
 
 Each run is one plain Ray task (``ray.remote``) asking for ``num_cpus`` = the run's torch threads
 and, when the cluster has GPUs, ``num_gpus=1/runs_per_device`` (a fraction of a GPU when several
@@ -37,7 +38,9 @@ from pathlib import Path
 
 from mtmoe.errors import MtmoeError
 from mtmoe.runner.config import RunConfig
-from mtmoe.sweep import Grid, _Job, _queue, _record, _View, prepare, state_of
+from mtmoe.sweep.grid import Grid
+from mtmoe.sweep.jobs import Job, count_outcomes, prepare, queue_jobs, record_invocation, settle, state_of
+from mtmoe.sweep.view import SweepView
 from mtmoe.tasks.registry import Registry
 
 INSTALL_HINT = 'the Ray backend needs ray: pip install -e ".[ray]"'
@@ -52,7 +55,9 @@ def _import_ray():
 
 
 @dataclass
-class _RayJob(_Job):
+class RayJob(Job):
+    """A job whose attempts are Ray tasks."""
+
     ref: object = None  # the ObjectRef of the attempt in flight
     mark: int = 0  # size of log.txt at submission: the task has started once it grows
 
@@ -179,53 +184,66 @@ def sweep_ray(grid: Grid, registry: Registry, out: Path, jobs: int = 0, retries:
     out = out.resolve()  # the nodes find the runs by this path
     out.mkdir(parents=True, exist_ok=True)
     started = _connect(ray, address)
-    queue: list[_RayJob] = []
+    queue: list[RayJob] = []
     view = None
     try:
         threads, gpus = _shape(ray, jobs, runs_per_device)
         if not gpus and runs_per_device > 1:
             print(f"sweep: the Ray cluster has no GPU, so --runs-per-device {runs_per_device} has no effect",
                   file=sys.stderr)
-        _record(out, grid, len(configs))
-        queue = _queue(configs, out, threads, gpus, _RayJob)
+        record_invocation(out, grid, len(configs))
+        queue = queue_jobs(configs, out, threads, gpus, RayJob)
         task = ray.remote(_attempt).options(num_cpus=threads, num_gpus=gpu_share(runs_per_device) if gpus else 0,
                                             max_retries=retries, retry_exceptions=False)
-        view = _View(queue, sys.stderr.isatty() if progress is None else progress)
+        view = SweepView(queue, sys.stderr.isatty() if progress is None else progress)
         dirs = [str(Path(d).resolve()) for d in tasks_dirs]
-        while True:
-            waiting = [j for j in queue if j.state == "queued" and j.ref is None]
-            in_flight = [j for j in queue if j.ref is not None]
-            for job in waiting[: max(0, jobs - len(in_flight)) if jobs else None]:
-                job.resumed = job.resumed or state_of(job.run_dir) == "resumable"
-                job.mark = _log_size(job.run_dir)
-                job.ref = task.remote(str(job.run_dir), job.cfg.to_dict(), dirs)
-                job.attempts += 1
-            in_flight = {j.ref: j for j in queue if j.ref is not None}
-            ready = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=poll)[0] if in_flight else []
-            for ref in ready:
-                _finish(ray, in_flight[ref], retries)
-            for job in in_flight.values():
-                if job.ref is not None and job.state == "queued" and _log_size(job.run_dir) > job.mark:
-                    job.state, job.started = "running", time.time()
-            view.update()
-            if not any(j.state in ("queued", "running") for j in queue):
-                break
-            if not in_flight:
-                time.sleep(poll)
+        _drive(ray, queue, task, jobs, retries, dirs, view, poll)
     finally:  # interrupted: stop the runs in flight; their checkpoints let the next sweep resume them
-        for job in queue:
-            if job.ref is not None:
-                try:
-                    ray.cancel(job.ref, force=True)
-                except Exception:  # noqa: BLE001 - finished or gone meanwhile
-                    pass
+        _cancel_in_flight(ray, queue)
         if view is not None:
             view.close()
         if started:
             ray.shutdown()
-    counts = {s: sum(j.state == s for j in queue) for s in ("done", "failed", "skipped")}
-    counts["resumed"] = sum(j.resumed for j in queue)
-    return counts
+    return count_outcomes(queue)
+
+
+def _drive(ray, queue: list[RayJob], task, jobs: int, retries: int, dirs: list[str], view: SweepView,
+           poll: float) -> None:
+    """Submit, collect and relaunch until no run is queued or running."""
+    while True:
+        _submit(queue, task, jobs, dirs)
+        in_flight = {j.ref: j for j in queue if j.ref is not None}
+        ready = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=poll)[0] if in_flight else []
+        for ref in ready:
+            _finish(ray, in_flight[ref], retries)
+        for job in in_flight.values():  # a task counts as running once its worker writes to log.txt
+            if job.ref is not None and job.state == "queued" and _log_size(job.run_dir) > job.mark:
+                job.state, job.started = "running", time.time()
+        view.update()
+        if not any(j.state in ("queued", "running") for j in queue):
+            break
+        if not in_flight:
+            time.sleep(poll)
+
+
+def _submit(queue: list[RayJob], task, jobs: int, dirs: list[str]) -> None:
+    """Submit the queued jobs not yet in flight, keeping at most ``jobs`` in flight (0: no cap)."""
+    waiting = [j for j in queue if j.state == "queued" and j.ref is None]
+    in_flight = [j for j in queue if j.ref is not None]
+    for job in waiting[: max(0, jobs - len(in_flight)) if jobs else None]:
+        job.resumed = job.resumed or state_of(job.run_dir) == "resumable"
+        job.mark = _log_size(job.run_dir)
+        job.ref = task.remote(str(job.run_dir), job.cfg.to_dict(), dirs)
+        job.attempts += 1
+
+
+def _cancel_in_flight(ray, queue: list[RayJob]) -> None:
+    for job in queue:
+        if job.ref is not None:
+            try:
+                ray.cancel(job.ref, force=True)
+            except Exception:  # noqa: BLE001 - finished or gone meanwhile
+                pass
 
 
 def _log_size(run_dir: Path) -> int:
@@ -235,7 +253,7 @@ def _log_size(run_dir: Path) -> int:
         return 0
 
 
-def _finish(ray, job: _RayJob, retries: int) -> None:
+def _finish(ray, job: RayJob, retries: int) -> None:
     ref, job.ref = job.ref, None
     try:
         code, before = ray.get(ref)
@@ -247,9 +265,4 @@ def _finish(ray, job: _RayJob, retries: int) -> None:
                 log.write(f"[ray] the task failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}\n")
         except OSError:
             pass
-    if code == 0 and state_of(job.run_dir) == "done":
-        job.state = "done"
-    elif job.attempts <= retries:
-        job.state = "queued"  # again: from its checkpoint when it wrote one
-    else:
-        job.state = "failed"
+    settle(job, code == 0, retries)

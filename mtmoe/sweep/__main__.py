@@ -1,0 +1,8 @@
+"""`python -m mtmoe.sweep RUN_DIR [--tasks-dir D]`: the worker of one sweep run (both back ends launch it)."""
+
+import sys
+
+from mtmoe.sweep.local import run_worker
+
+if __name__ == "__main__":
+    sys.exit(run_worker(sys.argv[1:]))

@@ -1,0 +1,105 @@
+"""The grid of a sweep: its axes (:class:`Grid`), the run configs they give, and the parsing of the
+comma-separated lists and integer ranges that the command line passes for them."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+
+from mtmoe.errors import MtmoeError
+from mtmoe.runner.config import RunConfig, compose
+from mtmoe.runner.run import run_name
+from mtmoe.tasks.registry import Registry
+
+
+def parse_list(text: str | None, flag: str) -> list[str]:
+    if text is None:
+        return []
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise MtmoeError(f"{flag}: expected a comma-separated list, got {text!r}")
+    return items
+
+
+def parse_ints(text: str | None, flag: str) -> list[int]:
+    """'0-4' -> [0..4]; '1,2,4' -> [1, 2, 4]; '0-2,7' -> [0, 1, 2, 7]."""
+    out: list[int] = []
+    for part in parse_list(text, flag):
+        try:
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1) if not part.startswith("-") else (part, part)
+                lo_i, hi_i = int(lo), int(hi)
+                if hi_i < lo_i:
+                    raise ValueError
+                out += list(range(lo_i, hi_i + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise MtmoeError(f"{flag}: {part!r} is not an integer or a range like 0-4") from None
+    return list(dict.fromkeys(out))
+
+
+@dataclass
+class Grid:
+    """The axes of a sweep. Empty axes take the suite/preset default."""
+
+    suites: list[str]
+    seeds: list[int]
+    placements: list[str] = field(default_factory=lambda: ["none", "actor", "critic", "both"])
+    moes: list[str] = field(default_factory=list)
+    positions: list[str] = field(default_factory=list)
+    experts: list[int] = field(default_factory=list)
+    expert_widths: list[int] = field(default_factory=list)
+    algo: str | None = None
+    preset: str | None = None
+    steps: int | None = None
+    budget: str | None = None
+    device: str = "auto"
+    sets: list[str] = field(default_factory=list)
+
+    @property
+    def size_family(self) -> bool:
+        """Several MoE sizes: placement none then gets a width-matched dense twin per size."""
+        return len(self.experts) > 1 or len(self.expert_widths) > 1
+
+    def configs(self, registry: Registry) -> list[RunConfig]:
+        """One composed RunConfig per distinct run. Placement none ignores the MoE axes, except in
+        a size family, where it runs once per MoE size with hidden widths matched to it
+        (mtmoe.scaling.sizes)."""
+        out, seen, widths = [], set(), {}
+        axes = itertools.product(self.suites, self.placements, self.moes or [None], self.positions or [None],
+                                 self.experts or [None], self.expert_widths or [None], self.seeds)
+        for suite, placement, moe, position, experts, width, seed in axes:
+            dense = placement == "none"
+            match = dense and self.size_family
+            flags = {"placement": "both" if match else placement, "moe": None if dense and not match else moe,
+                     "position": None if dense and not match else position,
+                     "num_experts": None if dense and not match else experts,
+                     "expert_width": None if dense and not match else width}
+            cfg, _ = compose(registry, suite, preset=self.preset, algo=self.algo, steps=self.steps,
+                             budget=self.budget, seed=seed, device=self.device, net_flags=flags, sets=self.sets)
+            if match:  # the dense twin of this MoE size
+                from mtmoe.scaling.sizes import size_tag
+
+                tag = size_tag(cfg.net)
+                if (suite, tag) not in widths:
+                    widths[(suite, tag)] = _matched_hidden(cfg, registry)
+                cfg.net = dataclasses.replace(cfg.net, placement="none", hidden=widths[(suite, tag)])
+                cfg.dense_match = tag
+            key = (cfg.suite, run_name(cfg))
+            if key not in seen:
+                seen.add(key)
+                out.append(cfg)
+        return out
+
+
+def _matched_hidden(cfg: RunConfig, registry: Registry) -> tuple[int, ...]:
+    from mtmoe.scaling.sizes import matched_hidden
+    from mtmoe.tasks import make_mixture
+
+    env = make_mixture(cfg.suite, registry, num_envs=len(registry.suite(cfg.suite).tasks), steps=cfg.steps)
+    try:
+        return matched_hidden(cfg.net, cfg.algo, env.single_observation_space, env.single_action_space)
+    finally:
+        env.close()

@@ -1,0 +1,117 @@
+"""Run folders and the jobs that fill them, shared by both back ends (local processes and Ray).
+
+A run's folder, ``<out>/<suite>/<run name>``, tells its state (:func:`state_of`); :func:`prepare`
+readies it for a launch. A :class:`Job` is one grid point in a sweep's queue; :func:`settle` is the
+one rule, for both back ends, of what an attempt's end makes of it (done, queued again, failed).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from mtmoe.runner.config import RunConfig
+from mtmoe.runner.run import CHECKPOINT, run_name
+from mtmoe.sweep.grid import Grid
+
+
+def run_folder(out: Path, cfg: RunConfig) -> Path:
+    return out / cfg.suite / run_name(cfg)
+
+
+def state_of(run_dir: Path) -> str:
+    """done | resumable | fresh (nothing usable yet)."""
+    if (run_dir / "summary.json").is_file():
+        return "done"
+    if (run_dir / CHECKPOINT).is_file():
+        return "resumable"
+    return "fresh"
+
+
+def prepare(run_dir: Path, cfg: RunConfig) -> str:
+    """Make the folder ready to launch; returns its state before."""
+    state = state_of(run_dir)
+    if state == "fresh" and run_dir.exists() and any(run_dir.iterdir()):
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir.rename(run_dir.with_name(f"{run_dir.name}.incomplete-{stamp}"))  # keep, never overwrite
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if state == "fresh" or not (run_dir / "config.json").is_file():
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    return state
+
+
+@dataclass
+class Job:
+    """One run of a sweep. Each back end subclasses it with what it tracks of an attempt in flight."""
+
+    cfg: RunConfig
+    run_dir: Path
+    state: str = "queued"  # queued | running | done | failed | skipped
+    attempts: int = 0
+    resumed: bool = False
+    started: float = 0.0
+
+    def progress(self) -> tuple[int, dict]:
+        """(last logged step, last per-task returns) from metrics.jsonl."""
+        path = self.run_dir / "metrics.jsonl"
+        try:
+            with open(path, "rb") as f:
+                f.seek(max(0, path.stat().st_size - 8192))
+                lines = f.read().decode(errors="replace").splitlines()
+        except OSError:
+            return 0, {}
+        for line in reversed(lines):
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "return" in rec:
+                return int(rec["global_step"]), rec["return"]
+        return 0, {}
+
+
+def queue_jobs(configs: list[RunConfig], out: Path, threads: int, gpus: int, job_type: type[Job] = Job) -> list:
+    """One job per run config: CPU when no GPU, threads per run, finished runs skipped."""
+    queue = []
+    for cfg in configs:
+        if cfg.device == "auto" and not gpus:
+            cfg.device = "cpu"
+        cfg.threads = cfg.threads or threads
+        job = job_type(cfg, run_folder(out, cfg))
+        if state_of(job.run_dir) == "done":
+            job.state = "skipped"
+        queue.append(job)
+    return queue
+
+
+def record_invocation(out: Path, grid: Grid, n: int) -> None:
+    """Append this invocation to <out>/sweep.json (the grids that filled the folder)."""
+    path = out / "sweep.json"
+    try:
+        history = json.loads(path.read_text()) if path.is_file() else []
+    except json.JSONDecodeError:
+        history = []
+    history.append({"time": datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+                    "runs": n, "grid": {k: v for k, v in grid.__dict__.items()}})
+    path.write_text(json.dumps(history, indent=2))
+
+
+def settle(job: Job, succeeded: bool, retries: int) -> None:
+    """The end of an attempt: done when it succeeded (exit status 0) and the run wrote summary.json;
+    otherwise queued again while ``job.attempts <= retries``, else failed."""
+    if succeeded and state_of(job.run_dir) == "done":
+        job.state = "done"
+    elif job.attempts <= retries:
+        job.state = "queued"  # again: from its checkpoint when it wrote one
+    else:
+        job.state = "failed"
+
+
+def count_outcomes(queue: list[Job]) -> dict[str, int]:
+    """What a sweep returns: {done, failed, skipped, resumed}."""
+    counts = {s: sum(j.state == s for j in queue) for s in ("done", "failed", "skipped")}
+    counts["resumed"] = sum(j.resumed for j in queue)
+    return counts

@@ -1,0 +1,173 @@
+"""The local back end of `mtmoe sweep`: runs as subprocesses of this machine, sharing its cores and GPUs.
+
+Each run is ``python -m mtmoe.sweep RUN_DIR`` (:func:`run_worker`), at most ``jobs`` at once;
+:func:`plan` gives each job slot its torch threads and its GPU. What an attempt's end makes of a
+run is the rule both back ends share, :func:`mtmoe.sweep.jobs.settle`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from mtmoe.errors import MtmoeError
+from mtmoe.runner.config import RunConfig
+from mtmoe.sweep.grid import Grid
+from mtmoe.sweep.jobs import Job, count_outcomes, prepare, queue_jobs, record_invocation, settle, state_of
+from mtmoe.sweep.view import SweepView
+from mtmoe.tasks.registry import Registry
+
+
+@dataclass
+class LocalJob(Job):
+    """A job whose attempts are subprocesses of this machine."""
+
+    proc: subprocess.Popen | None = None
+    slot: int = -1
+    log: object = None
+
+
+def gpu_count() -> int:
+    """CUDA devices this process sees (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def default_jobs(runs_per_device: int = 1) -> tuple[int, int]:
+    """(jobs, gpus): ``runs_per_device`` jobs per GPU when CUDA is present, else one per CPU core."""
+    gpus = gpu_count()
+    return (gpus * runs_per_device if gpus else (os.cpu_count() or 1)), gpus
+
+
+@dataclass
+class Plan:
+    """How a local sweep shares the machine: runs at once, torch threads per run, and the GPU of
+    each job slot (``gpu_of[slot]``, a ``CUDA_VISIBLE_DEVICES`` value; empty without GPUs)."""
+
+    jobs: int
+    threads: int
+    gpu_of: list[str]
+    note: str = ""
+
+
+def plan(jobs: int = 0, runs_per_device: int = 1) -> Plan:
+    """Jobs (``jobs``, or ``runs_per_device`` per GPU, or one per CPU core without GPUs), threads
+    (the cores divided among the jobs, at least 1) and each slot's GPU, round-robin: slot i runs on
+    GPU i mod #GPUs, so ``runs_per_device × #GPUs`` jobs put ``runs_per_device`` runs on each GPU.
+    GPU names are taken from this process's own ``CUDA_VISIBLE_DEVICES`` when it has one (so a
+    sweep started with ``CUDA_VISIBLE_DEVICES=2,3`` uses GPUs 2 and 3)."""
+    if runs_per_device < 1:
+        raise MtmoeError(f"--runs-per-device: expected a whole number > 0, got {runs_per_device}")
+    auto_jobs, gpus = default_jobs(runs_per_device)
+    note = ""
+    if not gpus and runs_per_device > 1:
+        note = (f"sweep: no GPU here, so --runs-per-device {runs_per_device} has no effect: {jobs or auto_jobs} "
+                f"run(s) at once ({'as --jobs says' if jobs else 'one per CPU core'})")
+    jobs = jobs or auto_jobs
+    cores = os.cpu_count() or 1
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    names = visible[:gpus] if len(visible) >= gpus else [str(i) for i in range(gpus)]
+    return Plan(jobs=jobs, threads=max(1, cores // jobs), gpu_of=[names[s % gpus] for s in range(jobs)] if gpus else [],
+                note=note)
+
+
+def sweep(grid: Grid, registry: Registry, out: Path, jobs: int = 0, retries: int = 1, tasks_dirs=(),
+          progress: bool | None = None, poll: float = 1.0, runs_per_device: int = 1) -> dict[str, int]:
+    """Run the grid; returns counts {done, failed, skipped, resumed}. See :mod:`mtmoe.sweep`."""
+    configs = grid.configs(registry)
+    if not configs:
+        raise MtmoeError("sweep: the grid is empty")
+    shape = plan(jobs, runs_per_device)
+    if shape.note:
+        print(shape.note, file=sys.stderr)
+    jobs, gpus = shape.jobs, len(set(shape.gpu_of))
+    out.mkdir(parents=True, exist_ok=True)
+    record_invocation(out, grid, len(configs))
+    queue = queue_jobs(configs, out, shape.threads, gpus, LocalJob)
+    view = SweepView(queue, sys.stderr.isatty() if progress is None else progress)
+    free = list(range(jobs))
+    try:
+        while True:
+            for job in queue:
+                if job.state == "running" and job.proc.poll() is not None:
+                    _finish(job, retries)
+                    free.append(job.slot)
+            waiting = [j for j in queue if j.state == "queued"]
+            while free and waiting:
+                _launch(waiting.pop(0), free.pop(0), shape.gpu_of, tasks_dirs)
+            view.update()
+            if not any(j.state in ("queued", "running") for j in queue):
+                break
+            time.sleep(poll)
+    finally:  # interrupted: stop the children; their checkpoints let the next sweep resume them
+        _stop_children(queue)
+        view.close()
+    return count_outcomes(queue)
+
+
+def _launch(job: LocalJob, slot: int, gpu_of: list[str], tasks_dirs) -> None:
+    state = prepare(job.run_dir, job.cfg)
+    job.resumed = job.resumed or state == "resumable"
+    env = dict(os.environ)
+    if gpu_of:
+        env["CUDA_VISIBLE_DEVICES"] = gpu_of[slot]
+    cmd = [sys.executable, "-m", "mtmoe.sweep", str(job.run_dir)]
+    for d in tasks_dirs:
+        cmd += ["--tasks-dir", str(d)]
+    job.log = open(job.run_dir / "log.txt", "a")
+    job.log.write(f"# {datetime.now().isoformat(timespec='seconds')} {' '.join(cmd)}\n")
+    job.log.flush()
+    job.proc = subprocess.Popen(cmd, stdout=job.log, stderr=subprocess.STDOUT, env=env)
+    job.state, job.slot, job.started = "running", slot, time.time()
+    job.attempts += 1
+
+
+def _finish(job: LocalJob, retries: int) -> None:
+    job.log.close()
+    settle(job, job.proc.returncode == 0, retries)
+    job.proc = None
+
+
+def _stop_children(queue: list[LocalJob]) -> None:
+    """Terminate the runs still going, then wait for each (killed after 30 s)."""
+    for job in queue:
+        if job.proc is not None and job.proc.poll() is None:
+            job.proc.terminate()
+    for job in queue:
+        if job.proc is not None:
+            try:
+                job.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                job.proc.kill()
+
+
+def run_worker(argv: list[str]) -> int:
+    """`python -m mtmoe.sweep RUN_DIR [--tasks-dir D]`: train or resume the run in RUN_DIR."""
+    import argparse
+
+    from mtmoe.runner.run import train
+    from mtmoe.tasks.registry import load_registry
+
+    p = argparse.ArgumentParser(prog="python -m mtmoe.sweep")
+    p.add_argument("run_dir")
+    p.add_argument("--tasks-dir", action="append", default=[])
+    args = p.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()), str(run_dir / "config.json"))
+    registry = load_registry(args.tasks_dir)
+    try:
+        if state_of(run_dir) == "resumable":
+            train(cfg, registry, run_dir.parent, progress=False, resume=run_dir)
+        else:
+            train(cfg, registry, run_dir.parent, progress=False, run_dir=run_dir)
+    except MtmoeError as e:
+        print(f"mtmoe: error: {e}", file=sys.stderr)
+        return 2
+    return 0
