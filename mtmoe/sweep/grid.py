@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from mtmoe.errors import MtmoeError
 from mtmoe.runner.config import RunConfig, compose
-from mtmoe.runner.run import run_name
+from mtmoe.runner.records import run_name
 from mtmoe.tasks.registry import Registry
 
 

@@ -14,7 +14,8 @@ from datetime import datetime
 from pathlib import Path
 
 from mtmoe.runner.config import RunConfig
-from mtmoe.runner.run import CHECKPOINT, run_name
+from mtmoe.runner.checkpoint import CHECKPOINT
+from mtmoe.runner.records import run_name
 from mtmoe.sweep.grid import Grid
 
 
