@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from mtmoe.nets import NetConfig, build_actor_critic
+from mtmoe.nets import NetConfig, build_actor_critic, collect_moe
 
 SETUPS = {
     # name: (obs space, action space, tokenizers to try)
@@ -42,7 +42,8 @@ KINDS = [  # (label, config changes)
 
 
 def ppo_update(net, opt, obs, task, act, adv, ret):
-    out, value = net(obs, task)
+    with collect_moe() as moe:
+        out, value = net(obs, task)
     if net.discrete:
         dist = torch.distributions.Categorical(logits=out)
     else:
@@ -51,7 +52,7 @@ def ppo_update(net, opt, obs, task, act, adv, ret):
     if logp.dim() > 1:
         logp = logp.sum(-1)
     loss = -(logp * adv).mean() + 0.5 * ((value - ret) ** 2).mean() - 0.01 * dist.entropy().mean()
-    loss = loss + net.aux_loss()
+    loss = loss + moe.aux_loss()
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from mtmoe.nets import NetConfig, build_actor_critic, build_q_network, build_sac, render_summary, show
+from mtmoe.nets import NetConfig, build_actor_critic, build_q_network, build_sac, collect_moe, render_summary, show
 
 torch.set_num_threads(1)
 
@@ -181,9 +181,10 @@ def test_features_for_probes():
     cfg = base_cfg(placement="critic", position="penultimate", moe="topk")
     net = build_actor_critic(PIX, DISC, cfg)
     o = torch.as_tensor(np.stack([PIX.sample() for _ in range(5)]))
-    net(o)
-    tele_before = net.moe_telemetry()
-    f = net.features(o)
+    with collect_moe(telemetry=True) as moe:
+        net(o)
+        tele_before, aux_before = moe.telemetry(), moe.aux_loss()
+        f = net.features(o)  # a probe: its forward emits into a collector of its own, not this one
     assert f["actor.torso.conv0"].shape == (5, 4, 4, 4)
     assert f["actor.hidden0"].shape == (5, H) and f["actor.head"].shape == (5, 3)
     assert f["critic.hidden1"].shape == (5, 8)  # MoE output tokens, flattened
@@ -191,7 +192,10 @@ def test_features_for_probes():
     assert sorted(experts) == ["critic.hidden1.expert0", "critic.hidden1.expert1"]
     assert sum(f[k].shape[0] for k in experts) <= 5 * 2  # rows = tokens actually processed
     assert all(f[k].shape[1] == W for k in experts)
-    assert net.moe_telemetry().keys() == tele_before.keys()
+    tele = moe.telemetry()
+    assert tele.keys() == tele_before.keys() == {"critic.hidden1"}
+    assert all(torch.equal(tele[n][k], v) for n, t in tele_before.items() for k, v in t.items())
+    assert aux_before > 0 and torch.equal(moe.aux_loss(), aux_before)
 
 
 def test_task_id_required():

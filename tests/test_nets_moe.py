@@ -5,8 +5,8 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from mtmoe.nets import (ExpertMLP, MoELayer, NetConfig, SoftMoE, TaskMoE, TopKMoE, build_actor_critic,
-                        register_moe, register_torso)
+from mtmoe.nets import (ExpertMLP, MoELayer, NetConfig, SoftMoE, TaskMoE, TopKMoE, build_actor_critic, collect_moe,
+                        register_moe, register_torso, routing_stats)
 from mtmoe.nets.experts import _ChunkedMLP
 from mtmoe.nets.torsos import MLPTorso
 
@@ -121,15 +121,16 @@ def test_topk_respects_capacity_and_counts_drops(k, cf, group, skew):
     assert n_dropped == (wanted - kept).sum()
     if skew and cf <= 1.0:
         assert n_dropped > 0
-    y = layer(x)
-    tele = layer.telemetry
+    with collect_moe(telemetry=True) as moe:
+        y = layer(x)
+    tele = moe.telemetry_of(layer)
     assert torch.isclose(tele["dropped"], n_dropped.float() / (G * k * n), atol=1e-6)
     assert torch.isclose(tele["load"].sum() + tele["dropped"], torch.tensor(1.0), atol=1e-5)
     # a token whose every assignment was dropped gets a zero output
     all_dropped = (~r.keep).view(G, k, n).all(1).reshape(B, m)
     assert torch.all(y[all_dropped] == 0)
     # load-balancing loss reaches the router
-    layer.aux_loss().backward()
+    moe.aux_loss().backward()
     assert layer.router.weight.grad.abs().sum() > 0
 
 
@@ -154,7 +155,8 @@ def test_task_routing_sends_a_task_only_to_its_expert(gather, m, monkeypatch):
     layer = TaskMoE(mlp_experts(d, 6, 4), d, m, NetConfig(moe="task", num_tasks=T))
     x = torch.randn(6, m, d)
     task = torch.tensor([0, 2, 2, 0, 2, 0])
-    y = layer(x, task)
+    with collect_moe(telemetry=True) as moe:
+        y = layer(x, task)
     # the output of a task-2 sample is exactly expert 2 applied to it
     w1, b1, w2, b2 = (p[2] for p in (layer.experts.w1, layer.experts.b1, layer.experts.w2, layer.experts.b2))
     ref = torch.relu(x[1] @ w1 + b1) @ w2 + b2
@@ -164,7 +166,7 @@ def test_task_routing_sends_a_task_only_to_its_expert(gather, m, monkeypatch):
     for p in (layer.experts.w1, layer.experts.b1, layer.experts.w2, layer.experts.b2):
         g = p.grad.flatten(1).abs().sum(1)
         assert g[2] > 0 and g[0] == 0 and g[1] == 0
-    tele = layer.telemetry
+    tele = moe.telemetry_of(layer)
     assert torch.allclose(tele["gate_probs_per_task"][2], torch.tensor([0.0, 0.0, 1.0]))
     assert torch.allclose(tele["task_count"], torch.tensor([3.0, 0.0, 3.0]))
 
@@ -194,8 +196,9 @@ def test_telemetry_per_layer_and_per_task(kind, position):
     net = build_actor_critic(obs, spaces.Discrete(3), cfg)
     x = torch.randint(0, 2, (6, 3, 6, 6), dtype=torch.uint8)
     task = torch.tensor([0, 1, 2, 0, 1, 1])
-    net.critic(x, task)
-    tele = net.moe_telemetry()
+    with collect_moe(telemetry=True) as moe:
+        net.critic(x, task)
+    tele = moe.telemetry()
     assert tele and all(name.startswith("critic.") for name in tele)
     for t in tele.values():
         E = t["gate_probs"].shape[0]
@@ -206,19 +209,25 @@ def test_telemetry_per_layer_and_per_task(kind, position):
         assert not t["gate_probs"].requires_grad
     # per-task split = the telemetry of that task's samples alone (routing is per observation)
     full = {n: t["gate_probs_per_task"][1].clone() for n, t in tele.items()}
-    net.critic(x[task == 1], task[task == 1])
-    for n, t in net.moe_telemetry().items():
+    with collect_moe(telemetry=True) as moe:
+        net.critic(x[task == 1], task[task == 1])
+    for n, t in moe.telemetry().items():
         assert torch.allclose(t["gate_probs"], full[n], atol=1e-5)
-    net.critic(x, task)
-    aux = net.aux_loss()
+    with collect_moe() as moe:
+        net.critic(x, task)
+    aux = moe.aux_loss()
     assert aux.dim() == 0 and (aux > 0) == (kind == "topk")
-    assert net.aux_loss() == 0  # read once: a later call never re-adds a backpropagated graph
+    assert moe.telemetry() == {}  # not asked for
+    with collect_moe() as later:
+        pass
+    assert later.aux_loss() == 0  # a later loss never re-adds a backpropagated graph
 
 
 def test_no_moe_means_no_telemetry_and_zero_aux():
     net = build_actor_critic(spaces.Box(-1, 1, (4,), np.float32), spaces.Discrete(2), NetConfig())
-    net(torch.randn(3, 4))
-    assert net.moe_telemetry() == {} and net.aux_loss().item() == 0.0
+    with collect_moe(telemetry=True) as moe:
+        net(torch.randn(3, 4))
+    assert moe.telemetry() == {} and moe.aux_loss().item() == 0.0
 
 
 # ---------------------------------------------------------------- registry
@@ -233,7 +242,7 @@ class _MeanOfExperts(MoELayer):
     def forward(self, x, task_id=None):
         B, m, d = x.shape
         out, _ = self.experts(x.reshape(1, B * m, d).expand(self.num_experts, -1, -1))
-        self.record(task_id, gate=x.new_full((B, m, self.num_experts), 1.0 / self.num_experts))
+        self.emit(task_id=task_id, gate=x.new_full((B, m, self.num_experts), 1.0 / self.num_experts))
         return out.mean(0).view(B, m, -1)
 
 
@@ -243,9 +252,10 @@ def test_registry_adds_kind_and_torso_without_core_changes():
     obs = spaces.Box(-1, 1, (4,), np.float32)
     cfg = NetConfig(torso="tiny_test", placement="actor", moe="mean_of_experts_test", hidden=(6,), num_experts=2)
     net = build_actor_critic(obs, spaces.Discrete(2), cfg)
-    logits = net.actor(torch.randn(3, 4))
+    with collect_moe(telemetry=True) as moe:
+        logits = net.actor(torch.randn(3, 4))
     assert logits.shape == (3, 2)
-    assert torch.allclose(net.moe_telemetry()["actor.hidden0"]["gate_probs"], torch.tensor([0.5, 0.5]))
+    assert torch.allclose(moe.telemetry()["actor.hidden0"]["gate_probs"], torch.tensor([0.5, 0.5]))
     with pytest.raises(ValueError):
         register_moe("softmoe", _MeanOfExperts)  # no silent replacement
     with pytest.raises(TypeError):
@@ -259,10 +269,19 @@ def test_fullgraph_compile():
                     num_tasks=2, router_noise=1.0)
     net = build_actor_critic(PIXELS, spaces.Discrete(3), cfg).eval()
     x, task = torch.randint(0, 2, (4, 3, 6, 6), dtype=torch.uint8), torch.tensor([0, 1, 1, 0])
-    ref = net(x, task)
-    out = torch.compile(net, fullgraph=True, backend="aot_eager")(x, task)
+    with collect_moe(telemetry=True) as eager:
+        ref = net(x, task)
+    compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
+    out = compiled(x, task)  # outside a collector: emits nothing
     assert torch.allclose(out[0], ref[0], atol=1e-5) and torch.allclose(out[1], ref[1], atol=1e-5)
-    assert "critic.hidden0" in net.moe_telemetry()
+    with collect_moe(telemetry=True) as moe:  # inside one: the aux loss and the telemetry
+        out = compiled(x, task)
+    assert torch.allclose(out[1], ref[1], atol=1e-5)
+    assert torch.allclose(moe.aux_loss(), eager.aux_loss(), atol=1e-6) and moe.aux_loss() > 0
+    tele, tele_eager = moe.telemetry(), eager.telemetry()
+    assert list(tele) == ["critic.hidden0"]
+    for k, v in tele_eager["critic.hidden0"].items():
+        assert torch.allclose(tele["critic.hidden0"][k].float(), v.float(), atol=1e-6), k
 
 
 # ---------------------------------------------------------------- fast paths = plain formulas
@@ -300,10 +319,11 @@ def test_fused_topk_equals_the_general_path(k, cf, monkeypatch):
     params, gy = [x, *layer.parameters()], torch.randn(6, 8, 5)
 
     def run():  # outputs and gradients of y . gy + aux loss, the aux loss, the telemetry
-        y = layer(x)
-        aux = layer.aux_loss()
+        with collect_moe(telemetry=True) as moe:
+            y = layer(x)
+        aux, tele = moe.aux_loss(), moe.telemetry_of(layer)
         grads = torch.autograd.grad((y * gy).sum() + aux, params)
-        return [y, aux, *grads, layer.telemetry["load"], layer.telemetry["lb_loss"]]
+        return [y, aux, *grads, tele["load"], tele["lb_loss"]]
 
     fused = run()
     monkeypatch.setattr(ExpertMLP, "chunk_above", -1)  # too big for the fused node: the general path
@@ -366,11 +386,174 @@ def test_topk_fast_paths_equal_a_plain_formulation_in_float64(path, k, cf, act, 
     params, gy = [x, *layer.parameters()], torch.randn(5, 64, 5, dtype=torch.float64)
     calls = []
     monkeypatch.setattr(_ChunkedMLP, "apply", lambda *a, f=_ChunkedMLP.apply: calls.append(1) or f(*a))
-    y = layer(x)
+    with collect_moe() as moe:
+        y = layer(x)
     assert bool(calls) == (path == "chunked")
-    ours = torch.autograd.grad((y * gy).sum() + layer.aux_loss(), params)
+    ours = torch.autograd.grad((y * gy).sum() + moe.aux_loss(), params)
     y_ref, lb_ref = _naive_topk(layer, x)
     ref = torch.autograd.grad((y_ref * gy).sum() + lb_ref, params)
     assert torch.allclose(y, y_ref, atol=1e-10)
     for a, b in zip(ours, ref):
         assert torch.allclose(a, b, atol=1e-9)
+
+
+# ---------------------------------------------------------------- the collector (collect_moe)
+def _topk_net(placement="both", position="all"):
+    cfg = NetConfig(placement=placement, position=position, moe="topk", top_k=2, num_experts=3, hidden=(8,),
+                    num_tasks=2, load_balance_coef=0.1)
+    return build_actor_critic(VECTOR, spaces.Discrete(3), cfg)
+
+
+def _state(net) -> dict:
+    """Every attribute of every MoE layer (values by identity): what a forward could leave behind."""
+    return {(n, k): id(v) for n, layer in net.moe_layers().items() for k, v in vars(layer).items()}
+
+
+def test_an_aux_loss_outside_a_collector_never_reaches_a_later_loss():
+    torch.manual_seed(0)
+    net = _topk_net()
+    x1, x2 = torch.randn(5, 6), torch.randn(7, 6)
+    with collect_moe() as alone:
+        net(x2)
+    before = _state(net)
+    net(x1)  # outside any collector (acting, a target, a probe): emits nothing, keeps nothing
+    net.critic(x1)
+    assert _state(net) == before
+    with collect_moe() as moe:
+        out, value = net(x2)
+    aux = moe.aux_loss()
+    assert aux > 0 and torch.equal(aux, alone.aux_loss())
+    # and its gradient is that of the collected forward alone
+    params = [p for n, p in net.named_parameters() if "router" in n]
+    g = torch.autograd.grad(aux, params)
+    with collect_moe() as again:
+        net(x2)
+    assert all(torch.equal(a, b) for a, b in zip(g, torch.autograd.grad(again.aux_loss(), params)))
+
+
+def test_nested_collectors_the_innermost_receives():
+    torch.manual_seed(0)
+    net = _topk_net()
+    x1, x2, x3 = torch.randn(4, 6), torch.randn(5, 6), torch.randn(3, 6)
+    alone = {}
+    for name, x in (("x1", x1), ("x2", x2), ("x3", x3)):
+        with collect_moe() as c:
+            net(x)
+        alone[name] = c.aux_loss()
+    with collect_moe() as outer:
+        net(x1)
+        with collect_moe(telemetry=True) as inner:
+            net(x2)
+        net(x3)
+    assert torch.equal(inner.aux_loss(), alone["x2"])
+    assert torch.allclose(outer.aux_loss(), alone["x1"] + alone["x3"], atol=1e-6, rtol=0)  # summed in another order
+    assert len(outer._aux) == len(inner._aux) * 2 == 2 * len(net.moe_layers())
+    assert list(inner.telemetry()) == list(net.moe_layers()) and outer.telemetry() == {}
+    from mtmoe.nets.moe.collect import active_collector
+    assert active_collector() is None
+    # a probe inside a block keeps its forward to itself
+    with collect_moe(telemetry=True) as block:
+        net.features(x1)
+    assert block.aux_loss() == 0 and block.telemetry() == {}
+
+
+def _topk_reference_stats(layer, x, task):
+    """routing_stats of the routing that layer.route computes (eval: no noise), written out."""
+    B, m, d = x.shape
+    G, n = (1, B * m) if layer.group == "batch" else (B, m)
+    E, k = layer.num_experts, layer.k
+    r = layer.route(x.reshape(G, n, d))
+    gate, idx = r.probs.topk(k, -1)  # (G, n, k)
+    keep = r.keep.view(G, k, n).transpose(1, 2).float()  # (G, n, k): each token's choices in order
+    assign = (torch.nn.functional.one_hot(idx, E).float() * keep.unsqueeze(-1)).sum(2) / k
+    dropped = 1.0 - keep.mean(-1)
+    ref = routing_stats(r.probs.reshape(B, m, E), assign.reshape(B, m, E), dropped.reshape(B, m), task,
+                        layer.num_tasks)
+    f = r.counts.float() / (k * G * n)
+    ref.update(capacity=torch.tensor(r.capacity), lb_loss=E * (f * r.probs.reshape(-1, E).mean(0)).sum())
+    return ref
+
+
+@pytest.mark.parametrize("kind", ["topk", "softmoe"])
+@pytest.mark.parametrize("path", ["fused", "general"])
+def test_collector_telemetry_equals_routing_stats_of_the_recorded_gate(kind, path, monkeypatch):
+    if kind == "softmoe" and path == "general":
+        pytest.skip("one path")
+    if path == "general":
+        monkeypatch.setattr(ExpertMLP, "chunk_above", -1)  # too big for the fused node
+    torch.manual_seed(0)
+    B, m, d, T = 6, 5, 4, 3
+    x, task = torch.randn(B, m, d), torch.tensor([0, 2, 2, 1, 0, 2])
+    if kind == "topk":
+        cfg = NetConfig(moe="topk", num_experts=4, top_k=2, capacity_factor=0.75, num_tasks=T, router_noise=1.0)
+        layer = TopKMoE(mlp_experts(d, 6, d), d, m, cfg).eval()
+        ref = _topk_reference_stats(layer, x, task)
+    else:
+        layer = softmoe(m=m, d=d, E=3, cf=2.0)
+        combine = layer.routing(x)[2]  # (B, m, E*p)
+        gate = combine.reshape(B, m, layer.num_experts, layer.slots).sum(-1)
+        ref = routing_stats(gate, gate, torch.zeros(B, m), task, T)
+    layer.name = "some.layer"
+    with collect_moe(telemetry=True) as moe:
+        layer(x, task)
+    tele = moe.telemetry()
+    assert list(tele) == ["some.layer"] and tele["some.layer"].keys() == ref.keys()
+    for key, value in ref.items():
+        assert torch.allclose(tele["some.layer"][key].float(), value.float(), atol=1e-6), key
+    assert moe.telemetry_of(layer).keys() == ref.keys()
+    if kind == "topk":  # the emitted aux loss is the coefficient times the reported lb_loss
+        assert torch.allclose(moe.aux_loss(), layer.coef * ref["lb_loss"], atol=1e-7)
+    # telemetry is of the last forward of each layer in the block
+    with collect_moe(telemetry=True) as moe:
+        layer(torch.randn(2, m, d), task[:2])
+        layer(x, task)
+    assert torch.allclose(moe.telemetry()["some.layer"]["gate_probs"], ref["gate_probs"], atol=1e-6)
+    with collect_moe() as moe:  # telemetry not asked for: none kept
+        layer(x, task)
+    assert moe.telemetry() == {} and moe._raw == []
+
+
+def test_telemetry_is_not_recorded_when_the_config_turns_it_off():
+    net = build_actor_critic(VECTOR, spaces.Discrete(3), NetConfig(placement="both", moe="softmoe", hidden=(8,),
+                                                                   telemetry=False))
+    with collect_moe(telemetry=True) as moe:
+        net(torch.randn(3, 6))
+    assert moe.telemetry() == {}
+    net.set_telemetry(True)
+    with collect_moe(telemetry=True) as moe:
+        net(torch.randn(3, 6))
+    assert list(moe.telemetry()) == ["actor.hidden0", "critic.hidden0"]
+
+
+@pytest.mark.parametrize("path", ["fused", "general"])
+def test_topk_aux_loss_gradient_flows_through_the_collector(path, monkeypatch):
+    if path == "general":
+        monkeypatch.setattr(ExpertMLP, "chunk_above", -1)
+    torch.manual_seed(1)
+    cfg = NetConfig(moe="topk", num_experts=4, top_k=2, capacity_factor=1.0, load_balance_coef=0.5)
+    layer = TopKMoE(lambda e, scale=1: ExpertMLP(e, 5, 6, 5, ortho=False), 5, 8, cfg).double()
+    x = torch.randn(3, 8, 5, dtype=torch.float64, requires_grad=True)
+    with collect_moe() as moe:
+        layer(x)
+    aux = moe.aux_loss()
+    assert aux.requires_grad and aux.dtype == torch.float64
+    g_router, g_x = torch.autograd.grad(aux, [layer.router.weight, x])
+    _, lb_ref = _naive_topk(layer, x)
+    r_router, r_x = torch.autograd.grad(lb_ref, [layer.router.weight, x])
+    assert g_router.abs().sum() > 0
+    assert torch.allclose(g_router, r_router, atol=1e-10) and torch.allclose(g_x, r_x, atol=1e-10)
+    # through a whole network: every router of both towers gets gradient from moe.aux_loss() alone
+    net = _topk_net()
+    with collect_moe() as moe:
+        net(torch.randn(4, 6))
+    moe.aux_loss().backward()
+    routers = [p for n, p in net.named_parameters() if n.endswith("router.weight")]
+    assert len(routers) == 4 and all(p.grad is not None and p.grad.abs().sum() > 0 for p in routers)
+
+
+def test_an_empty_collector_gives_a_zero_on_the_asked_device():
+    with collect_moe(device="cpu") as moe:
+        pass
+    aux = moe.aux_loss()
+    assert aux.dim() == 0 and aux.item() == 0.0 and not aux.requires_grad and aux.device.type == "cpu"
+    assert moe.aux_loss("meta").device.type == "meta"

@@ -115,6 +115,7 @@ def _sf_cfg():
 def test_model_masks_invalid_actions_and_trains_the_moe_aux_loss(sf):
     from mtmoe.sf.env import SFMixtureEnv
     from mtmoe.sf.model import MASKED_LOGIT, MtmoeActorCritic, net_config
+    from mtmoe.nets import collect_moe
     from mtmoe.runner.config import compose
 
     cfg, suite = compose(REGISTRY, SUITE, net_flags={"placement": "both", "moe": "topk"})
@@ -135,8 +136,9 @@ def test_model_masks_invalid_actions_and_trains_the_moe_aux_loss(sf):
 
     weights = torch.randn(12, model.param_size + 1)
     attached = grads((model.forward_head(batch) * weights).sum())  # the aux loss rides on the head's output
-    actor_out, value = model.net(batch["obs"], batch["task_id"])
-    aux = model.net.aux_loss()
+    with collect_moe() as moe:
+        actor_out, value = model.net(batch["obs"], batch["task_id"])
+    aux = moe.aux_loss()
     assert aux.item() > 0
     head = torch.cat([actor_out.masked_fill(~mask, MASKED_LOGIT), value.unsqueeze(-1)], -1)
     explicit = grads((head * weights).sum() + 0.5 * aux)

@@ -38,6 +38,7 @@ from mtmoe.agents.replay import ReplayBuffer
 from mtmoe.agents.sac import frames_per_stack
 from mtmoe.errors import ConfigError
 from mtmoe.metrics.flops import forward_flops, train_flops
+from mtmoe.nets.moe.collect import collect_moe
 
 
 @dataclass
@@ -117,7 +118,6 @@ class DQN:
                                            foreach=True)
         else:
             self.opt = torch.optim.Adam(q.parameters(), lr=cfg.learning_rate, eps=cfg.eps, fused=True)
-        self._has_moe = bool(getattr(q, "moe_layers", dict)())
         self.buffer = ReplayBuffer(cfg.buffer_size, env.num_envs, env.single_observation_space.shape,
                                    env.single_observation_space.dtype, (), np.int64, env.action_mask.shape[1:],
                                    self.device, seed, frame_stack=frames_per_stack(env))
@@ -176,9 +176,10 @@ class DQN:
     def update(self) -> dict:
         cfg = self.cfg
         b = self.buffer.sample_nstep(cfg.batch_size, cfg.n_step, cfg.gamma)
-        target = self._targets(b)  # first: its online forward on s' must not be the one aux_loss reads
-        q = self.q_values(self.q, b["obs"], b["task"], b["mask"]).gather(1, b["actions"][:, None]).squeeze(1)
-        loss = self.td_loss(q, target) + cfg.aux_coef * self._aux()
+        target = self._targets(b)
+        with collect_moe(device=self.device) as moe:  # the online forward on s only, not the targets'
+            q = self.q_values(self.q, b["obs"], b["task"], b["mask"]).gather(1, b["actions"][:, None]).squeeze(1)
+        loss = self.td_loss(q, target) + cfg.aux_coef * moe.aux_loss()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.max_grad_norm > 0:
@@ -193,9 +194,6 @@ class DQN:
         else:
             with torch.no_grad():
                 torch._foreach_lerp_(list(self.q_target.parameters()), list(self.q.parameters()), self.cfg.tau)
-
-    def _aux(self) -> torch.Tensor:
-        return self.q.aux_loss() if self._has_moe else torch.zeros((), device=self.device)
 
     def _learn(self, prev_step: int, acc: StatMeans) -> None:
         """The gradient steps due after this vector step (one per train_freq env steps past
@@ -273,7 +271,6 @@ class DQN:
                                      rng=np.random.default_rng(self.global_step))
         target = self._targets(b)
         q = self.q_values(self.q, b["obs"], b["task"], b["mask"]).gather(1, b["actions"][:, None]).squeeze(1)
-        self._aux()  # the probe's load-balancing terms must not reach training
         return task_interference({"critic": (self.q, lambda m: self.td_loss(q[m], target[m]))},
                                  b["task"], getattr(self.env, "task_names", None))
 

@@ -25,6 +25,7 @@ from mtmoe.agents.common import RunningMeanStd, task_interference, to_device
 from mtmoe.agents.registry import register_algo
 from mtmoe.errors import ConfigError
 from mtmoe.metrics.flops import forward_flops, train_flops
+from mtmoe.nets.moe.collect import collect_moe
 
 
 @dataclass
@@ -165,7 +166,6 @@ class PPO:
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         actor_out, value = self.net(obs, task)
         _, logp, _ = self._dist_stats(actor_out, mask, act)
-        self.net.aux_loss()  # the probe's load-balancing terms must not reach training
         return task_interference({"actor": (self.net.actor_tower, lambda m: -(adv[m] * logp[m]).mean()),
                                   "critic": (self.net.critic_tower, lambda m: 0.5 * ((value[m] - ret[m]) ** 2).mean())},
                                  task, getattr(self.env, "task_names", None))
@@ -311,9 +311,10 @@ class PPO:
             for start in range(0, mb * cfg.num_minibatches, mb):  # whole minibatches: a remainder is left out
                 idx = perm[start:start + mb]
                 m = b_mask[idx] if b_mask is not None else None
-                actor_out, value = self.net(b_obs[idx], b_task[idx])
+                with collect_moe(device=self.device) as moe:  # the MoE layers of both towers
+                    actor_out, value = self.net(b_obs[idx], b_task[idx])
                 _, logp, entropy = self._dist_stats(actor_out, m, b_act[idx])
-                aux = self.net.aux_loss()  # MoE layers of both towers, from the forward above
+                aux = moe.aux_loss()  # load-balancing losses of the forward above (0 without MoE)
                 log_ratio = logp - b_logp[idx]
                 ratio = log_ratio.exp()
                 adv = b_adv[idx]

@@ -27,6 +27,7 @@ from mtmoe.agents.common import StatMeans, task_interference, to_device
 from mtmoe.agents.registry import register_algo
 from mtmoe.agents.replay import ReplayBuffer
 from mtmoe.metrics.flops import forward_flops, train_flops
+from mtmoe.nets.moe.collect import collect_moe
 
 
 @dataclass
@@ -87,7 +88,6 @@ class SAC:
         self.actor_opt = torch.optim.Adam(actor.parameters(), lr=cfg.policy_lr, eps=cfg.adam_eps, fused=True)
         self._online = list(q1.parameters()) + list(q2.parameters())
         self._target = list(self.q1_target.parameters()) + list(self.q2_target.parameters())
-        self._has_moe = {id(m): bool(getattr(m, "moe_layers", dict)()) for m in (actor, q1, q2)}
         num_tasks = getattr(env, "num_tasks", 1)
         self.log_alpha = torch.full((num_tasks if cfg.per_task_alpha else 1,), math.log(cfg.alpha), device=self.device,
                                     requires_grad=True)
@@ -172,8 +172,6 @@ class SAC:
             actor_terms = alpha * log_p - self.q1(obs, pol, task_id=task)
         with torch.no_grad():  # a one-step target without the next-state term: interference only
             target = b["rewards"] + self.cfg.gamma * (1.0 - b["terminated"]) * q1.detach()
-        for net in (self.actor, self.q1):
-            self._aux(net)  # the probe's load-balancing terms must not reach training
         return task_interference({"actor": (self.actor, lambda m: actor_terms[m].mean()),
                                   "critic": (self.q1, lambda m: ((q1[m] - target[m]) ** 2).mean())},
                                  task, getattr(self.env, "task_names", None))
@@ -239,7 +237,8 @@ class SAC:
         n = obs.shape[0]
         # one actor forward for s and s' (its parameters do not change before the actor step):
         # the s' half feeds the critic target, the s half the actor loss
-        pol, log_pol = self.policy(torch.cat([obs, nxt]), torch.cat([task, task]), torch.cat([mask, mask]))
+        with collect_moe(device=self.device) as actor_moe:
+            pol, log_pol = self.policy(torch.cat([obs, nxt]), torch.cat([task, task]), torch.cat([mask, mask]))
         with torch.no_grad():
             if self.discrete:
                 p, log_p = pol[n:], log_pol[n:]
@@ -250,13 +249,19 @@ class SAC:
                 q_next = torch.min(self.q1_target(nxt, a_next, task_id=task), self.q2_target(nxt, a_next, task_id=task))
                 v_next = q_next - self.alpha(task) * log_p
             target = b["rewards"] + cfg.gamma * not_done * v_next
-        if self.discrete:
-            q1 = self.q1(obs, task_id=task).gather(-1, b["actions"][:, None]).squeeze(-1)
-            q2 = self.q2(obs, task_id=task).gather(-1, b["actions"][:, None]).squeeze(-1)
-        else:
-            a = b["actions"] * mask
-            q1, q2 = self.q1(obs, a, task_id=task), self.q2(obs, a, task_id=task)
-        q_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target) + cfg.aux_coef * (self._aux(self.q1) + self._aux(self.q2))
+        a = None if self.discrete else b["actions"] * mask
+
+        def q_replayed(net):  # Q(s, a) of the replayed actions
+            if self.discrete:
+                return net(obs, task_id=task).gather(-1, b["actions"][:, None]).squeeze(-1)
+            return net(obs, a, task_id=task)
+
+        with collect_moe(device=self.device) as q1_moe:  # one collector per Q: each sums its own layers
+            q1 = q_replayed(self.q1)
+        with collect_moe(device=self.device) as q2_moe:
+            q2 = q_replayed(self.q2)
+        aux = q1_moe.aux_loss() + q2_moe.aux_loss()
+        q_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target) + cfg.aux_coef * aux
         self.q_opt.zero_grad(set_to_none=True)
         q_loss.backward()
         self.q_opt.step()
@@ -264,7 +269,7 @@ class SAC:
 
         if self.num_updates % cfg.policy_frequency == 0:
             alpha = self.alpha(task).detach()
-            aux = cfg.aux_coef * self._aux(self.actor)  # from the actor forward above
+            aux = cfg.aux_coef * actor_moe.aux_loss()  # from the actor forward on s and s' above
             if self.discrete:
                 p, log_p = pol[:n], log_pol[:n]
                 with torch.no_grad():
@@ -295,9 +300,6 @@ class SAC:
             torch._foreach_lerp_(self._target, self._online, cfg.tau)
         self.num_updates += 1
         return stats
-
-    def _aux(self, net) -> torch.Tensor:
-        return net.aux_loss() if self._has_moe[id(net)] else torch.zeros((), device=self.device)
 
     def steps_per_iteration(self) -> int:
         """Env steps of one vector step (all slots)."""

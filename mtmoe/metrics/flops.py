@@ -35,10 +35,7 @@ def _outputs(out) -> list[torch.Tensor]:
 def forward_flops(net: torch.nn.Module, *args, **kwargs) -> int:
     # grad mode on: FlopCounterMode's module tracker fails on no-grad outputs of some heads;
     # the graph is dropped at once and forward FLOPs do not depend on it
-    flops = count_flops(lambda: net(*args, **kwargs))
-    if hasattr(net, "aux_loss"):
-        net.aux_loss()
-    return flops
+    return count_flops(lambda: net(*args, **kwargs))  # outside collect_moe: MoE layers keep nothing
 
 
 def train_flops(net: torch.nn.Module, *args, **kwargs) -> int:
@@ -49,6 +46,4 @@ def train_flops(net: torch.nn.Module, *args, **kwargs) -> int:
 
     flops = count_flops(step)
     net.zero_grad(set_to_none=True)
-    if hasattr(net, "aux_loss"):
-        net.aux_loss()  # drop what the counting forward recorded
     return flops

@@ -5,14 +5,18 @@
     mean, log_std = net.actor(obs, task_id)      # Box(d,): (B, d) each
     value = net.critic(obs, task_id)             # (B,)
     out, value = net(obs, task_id)               # both, the shared encoder run once
-    net.aux_loss()        # load-balancing losses of the last forward (read once, then cleared)
-    net.moe_telemetry()   # {layer: {gate_probs, load, entropy, dropped, ..._per_task}} of the last forward
+    with collect_moe(telemetry=True) as moe:     # MoE layers emit into the innermost collector
+        out, value = net(obs, task_id)
+    moe.aux_loss()        # load-balancing losses of the forwards in the block (a zero scalar when none)
+    moe.telemetry()       # {layer: {gate_probs, load, entropy, dropped, ..._per_task}} of their last forward
     net.features(obs, task_id); net.param_counts(); net.summary()
 
     actor, q = build_sac(obs_space, action_space, cfg)   # q(obs, task_id=t) -> (B, n) for Discrete,
                                                           # q(obs, action, t) -> (B,) for Box
 Observations: uint8 / float images (C, H, W), scaled by 1 / observation_space.high.max(), or
 float vectors (D,). ``task_id`` is a LongTensor (B,), needed for task routing and task_id_input.
+Outside a ``collect_moe`` block (``mtmoe.nets.collect_moe``) a forward's MoE layers keep no aux
+loss and no telemetry: nothing of a forward that is not part of a loss can reach a later one.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .capture import ProbeCapture, TowerActivations
 from .config import NetConfig
 from .layers import count_params
 from .moe.base import MoELayer, task_one_hot
+from .moe.collect import collect_moe
 from .torsos import auto_torso, build_torso, default_hidden
 from .tower import Tower
 
@@ -50,7 +55,7 @@ def _obs_scale(obs_space: spaces.Box) -> float:
 
 
 class NetBase(nn.Module):
-    """Shared plumbing: towers, MoE telemetry, aux loss, probes, parameter counts, summary."""
+    """Shared plumbing: towers, MoE layers, probes, parameter counts, summary."""
 
     cfg: NetConfig
 
@@ -83,32 +88,10 @@ class NetBase(nn.Module):
             out.update(t.moe_layers())
         return out
 
-    def moe_telemetry(self) -> dict[str, dict[str, torch.Tensor]]:
-        """Layer name -> telemetry of its last forward (detached tensors; see routing_stats)."""
-        return {n: dict(l.telemetry) for n, l in self.moe_layers().items() if l.telemetry}
-
-    def aux_loss(self, clear: bool = True) -> torch.Tensor:
-        """Sum of the load-balancing losses recorded by each MoE layer's last forward (0 when none).
-
-        Call it after the forward(s) whose loss you are building. By default it also clears what it
-        read, so a later call never re-adds a loss whose graph was already backpropagated.
-        """
-        total = torch.zeros((), device=self._device())
-        for layer in self.moe_layers().values():
-            loss = layer.aux_loss()
-            if loss is not None:
-                total = total + loss
-                if clear:
-                    layer.last_aux_loss = None
-        return total
-
     def set_telemetry(self, enabled: bool) -> None:
+        """Whether the MoE layers hand routing tensors to a ``collect_moe(telemetry=True)`` block."""
         for layer in self.moe_layers().values():
             layer.telemetry_enabled = enabled
-            layer.clear_telemetry()
-
-    def _device(self) -> torch.device:
-        return next(self.parameters()).device
 
     # -- probes
     @torch.no_grad()
@@ -118,8 +101,8 @@ class NetBase(nn.Module):
         Keys: '<tower>.torso.<conv/fc i>' (conv maps (B, C, h, w)), '<tower>.torso',
         '<tower>.hidden<i>' / '<tower>.head' / '<tower>.big' (outputs, flattened (B, F)), 'encoder' and
         'encoder.<conv i>' for a shared encoder, and for each MoE layer '<layer>.expert<e>' = (rows, h):
-        hidden activations of expert e on the slots or tokens it processed. Telemetry and aux loss
-        are left as they were before the call.
+        hidden activations of expert e on the slots or tokens it processed. The probe forward
+        emits into a collector of its own: an enclosing ``collect_moe`` block receives nothing.
         """
         return self._capture(obs, task_id, action).flat
 
@@ -130,19 +113,18 @@ class NetBase(nn.Module):
         return self._capture(obs, task_id, action).towers
 
     def _capture(self, obs, task_id, action) -> ProbeCapture:
-        layers = self.moe_layers()
-        saved = {n: (l._raw, l._stats, l.last_aux_loss) for n, l in layers.items()}
-        for l in layers.values():
+        layers = self.moe_layers().values()
+        for l in layers:
             l.capture = True
         try:
             cap = ProbeCapture()
-            self._probe(obs, task_id, action, cap)
+            with collect_moe():  # the probe's aux losses go here, and are dropped with it
+                self._probe(obs, task_id, action, cap)
             for tower in self.towers().values():
                 tower.record_experts(cap)
         finally:
-            for n, l in layers.items():
+            for l in layers:
                 l.capture, l.captured = False, None
-                l._raw, l._stats, l.last_aux_loss = saved[n]
         return cap
 
     def _probe(self, obs, task_id, action, cap: ProbeCapture) -> None:

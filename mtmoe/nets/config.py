@@ -50,7 +50,7 @@ class NetConfig:
     topk_group: str = _f("sample", "topk routing group: sample (capacity per observation; batch-independent) | batch (capacity over the batch; sparse compute for 1-token inputs)")
     normalize: bool = _f(False, "softmoe: L2-normalize tokens and slot parameters, times a learned scale")
     router_noise: float = _f(0.0, "topk: std of Gaussian noise on router logits in training, times 1/num_experts")
-    load_balance_coef: float = _f(0.01, "weight of the topk load-balancing loss in aux_loss()")
+    load_balance_coef: float = _f(0.01, "weight of the load-balancing loss topk layers emit (collect_moe)")
     shared_encoder: bool = _f(False, "actor and critic share the torso (PPO only)")
     task_id_input: bool = _f(False, "concatenate a one-hot task id to the torso features")
     num_tasks: int = _f(1, "number of tasks (one-hot size, task routing, per-task telemetry)")
@@ -59,7 +59,7 @@ class NetConfig:
     log_std_init: float = _f(0.0, "initial log std (state_independent)")
     log_std_bounds: tuple[float, float] = _f((-5.0, 2.0), "log std range for state_dependent (tanh-squashed into it)")
     ortho_init: bool = _f(True, "orthogonal init (gain sqrt 2 hidden, 0.01 policy head, 1 value head), zero biases")
-    telemetry: bool = _f(True, "MoE layers record routing telemetry on each forward")
+    telemetry: bool = _f(True, "MoE layers hand their routing telemetry to collect_moe(telemetry=True) blocks")
 
     # ------------------------------------------------------------------ helpers
     @classmethod

@@ -92,6 +92,7 @@ class Tower(nn.Module):
             moe = get_moe(cfg.moe)(make_towers, flat, 1, cfg)
             self.layer_names = ["big"]
             self.layers = nn.ModuleList([MoEBlock(_Flatten(flat), moe, is_head=True)])
+            self._name_moe_layers()
             return
 
         self.torso = make_torso() if make_torso is not None else None
@@ -137,6 +138,12 @@ class Tower(nn.Module):
             names.append("head" if head else f"hidden{i}")
         self.layers = nn.ModuleList(layers)
         self.layer_names = names
+        self._name_moe_layers()
+
+    def _name_moe_layers(self) -> None:
+        """Each MoE layer learns its qualified name ('critic.hidden0'): the key of its telemetry."""
+        for name, layer in self.moe_layers().items():
+            layer.name = name
 
     def run(self, x, cond=None, task_id=None, capture: ProbeCapture | None = None):
         """-> (output (B, out_dim), input of the last layer). Records activations into ``capture``."""

@@ -16,6 +16,7 @@ import torch
 
 from mtmoe.metrics import (dormant_ratio_layers, expert_load_entropy, feature_norm, mutual_information, srank,
                            weight_norms)
+from mtmoe.nets.moe.collect import collect_moe
 from mtmoe.tasks.mixture import TaskMixture, simultaneous_twin
 
 TAUS = (0.0, 0.025, 0.1)
@@ -67,15 +68,15 @@ def probe(nets: dict[str, torch.nn.Module], obs: torch.Tensor, task: torch.Tenso
                     "srank": int(srank(rep)), "feature_norm": float(feature_norm(rep))}
         out["weight_norm"][name] = float(weight_norms(net)[1])
         if getattr(net, "moe_layers", dict)():
-            net(obs, task_id=task, **kwargs)
-            for layer, tel in net.moe_telemetry().items():
+            with collect_moe(telemetry=True) as moe:  # its aux losses are dropped with the collector
+                net(obs, task_id=task, **kwargs)
+            for layer, tel in moe.telemetry().items():
                 key = layer if name in ("actor_critic", "actor") else f"{name}.{layer}"
                 stats = {"load_entropy": float(expert_load_entropy(tel["load"], normalize=True)),
                          "expert_load": [round(float(x), 6) for x in tel["load"].reshape(-1)]}
                 if "gate_probs_per_task" in tel:
                     stats["task_mi"] = float(mutual_information(tel["gate_probs_per_task"], tel["task_count"]))
                 out["moe"][key] = stats
-            net.aux_loss()  # drop the probe's load-balancing loss: it must not reach training
     return out
 
 

@@ -9,10 +9,10 @@ the tail only splits that tensor and builds SF's action distribution, so the lea
 inference worker's forward passes train exactly mtmoe's network.
 
 MoE auxiliary (load-balancing) losses: SF's learner has no hook for extra loss terms, so the aux
-loss of each training forward pass is attached to the head's output with an identity function
-whose backward adds ``aux_coef * d aux / d params`` (the "aux loss scaler" trick of
-Megatron-LM's MoE): the gradients are those of ``loss + aux_coef * aux``. The loss value SF
-logs leaves the aux term out.
+loss of each training forward pass (collected around the head's forward with ``collect_moe``) is
+attached to the head's output with an identity function whose backward adds
+``aux_coef * d aux / d params`` (the "aux loss scaler" trick of Megatron-LM's MoE): the
+gradients are those of ``loss + aux_coef * aux``. The loss value SF logs leaves the aux term out.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from sample_factory.algo.utils.tensor_dict import TensorDict
 from sample_factory.model.actor_critic import ActorCritic as SFActorCritic
 from sample_factory.model.model_utils import model_device
 
-from mtmoe.nets import NetConfig, build_actor_critic
+from mtmoe.nets import NetConfig, build_actor_critic, collect_moe
 
 MASKED_LOGIT = -1e9  # finite: SF's KL and entropy multiply probabilities by log-probabilities
 
@@ -67,14 +67,15 @@ class MtmoeActorCritic(SFActorCritic):
         return self._dtypes[input_tensor_name]  # uint8 images stay uint8 (the net scales them), ids stay long
 
     def forward_head(self, obs_dict) -> torch.Tensor:
-        actor_out, value = self.net(obs_dict["obs"], obs_dict["task_id"].long())
+        with collect_moe() as moe:  # this forward's aux losses only
+            actor_out, value = self.net(obs_dict["obs"], obs_dict["task_id"].long())
         if self.discrete:
             mask = obs_dict.get("action_mask")
             params = actor_out if mask is None else actor_out.masked_fill(~mask.bool(), MASKED_LOGIT)
         else:
             mean, log_std = actor_out
             params = torch.cat([mean, log_std.expand_as(mean)], -1)
-        aux = self.net.aux_loss()  # read (and cleared) after every forward, also under no_grad
+        aux = moe.aux_loss(value.device)
         if self.aux_coef and torch.is_grad_enabled() and aux.requires_grad:
             params = _AttachAuxLoss.apply(params, aux * self.aux_coef)
         return torch.cat([params, value.unsqueeze(-1)], -1)

@@ -9,13 +9,22 @@ An MoE kind is a subclass of :class:`MoELayer`:
             ...
         def forward(self, tokens, task_id=None):             # (B, m, token_dim) -> (B, m, d_out)
             ...
-            self.record(task_id, gate=gate)                   # telemetry: (B, m, E) routing probabilities
-            self.last_aux_loss = ...                          # optional load-balancing loss
-            return y
+            self.emit(task_id=task_id, aux_loss=lb, gate=gate)  # the aux loss (optional) and the
+            return y                                            # routing tensors, e.g. gate (B, m, E)
+
+A forward hands what it has for the loss and the logs to :meth:`MoELayer.emit`, which passes
+it to the innermost active collector (``with collect_moe() as moe``, see ``collect.py``) and to
+nobody outside one: a layer keeps no aux loss and no telemetry of its own. The keyword
+arguments besides ``task_id`` and ``aux_loss`` are the routing tensors, kept (as detached
+references, only when the collector asks for telemetry) until the collector's ``telemetry()``
+is read; then :meth:`MoELayer.routing_summary` turns them into gate / assign / dropped (the
+default reads ``gate=`` [, ``assign=``, ``dropped=``]; kinds that emit something else override
+it) and :func:`routing_stats` into statistics. So forward does no telemetry work.
 
 ``make_experts(num_experts, width_scale=1)`` builds the experts the assembly wants at this
 position (expert MLPs of the configured expert width times ``width_scale``, or whole towers for
 position 'big', which ignore the scale). Register with ``mtmoe.nets.register_moe(name, MyMoE)``.
+The tower sets each layer's ``name`` ('critic.hidden0'), the key of its telemetry.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import torch
 from torch import nn
 
 from ..config import NetConfig
+from .collect import active_collector
 
 MakeExperts = Callable[[int, int], nn.Module]
 
@@ -65,7 +75,7 @@ def routing_stats(gate: torch.Tensor, assign: torch.Tensor, dropped: torch.Tenso
 
 
 class MoELayer(nn.Module):
-    """Base class of MoE kinds: telemetry, load-balancing loss and probe capture plumbing."""
+    """Base class of MoE kinds: emitting aux loss and telemetry, probe capture plumbing."""
 
     #: whether forward needs task ids (task-routed kinds)
     uses_task_id: bool = False
@@ -73,49 +83,41 @@ class MoELayer(nn.Module):
     def __init__(self, cfg: NetConfig):
         super().__init__()
         self.num_tasks = cfg.num_tasks
-        self.telemetry_enabled = cfg.telemetry
-        self.last_aux_loss: torch.Tensor | None = None
+        self.telemetry_enabled = cfg.telemetry  # whether forwards hand routing tensors to a collector
+        self.name: str | None = None  # qualified name, set by the tower ('actor.hidden0')
         self.capture = False  # set by features(): keep expert hidden activations of the next forward
         self.captured: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        self._raw: tuple[dict, torch.Tensor | None] | None = None
-        self._stats: dict[str, torch.Tensor] | None = None
 
-    # -- telemetry: forward keeps references, statistics are computed when read
-    def record(self, task_id: torch.Tensor | None, **raw) -> None:
-        """Keep this forward's routing tensors (detached references: no work in forward).
+    # -- what a forward hands back: to the active collector, or to nobody
+    def emit(self, *, task_id: torch.Tensor | None = None, aux_loss: torch.Tensor | None = None, **raw) -> None:
+        """Give this forward's aux loss and routing tensors to the innermost ``collect_moe`` block.
 
-        ``telemetry`` turns them into statistics with :meth:`routing_summary` when it is read.
+        Outside any block nothing is kept. The routing tensors are kept (detached references,
+        no work in forward) only when the collector records telemetry and the layer's
+        ``telemetry_enabled`` (``NetConfig.telemetry``) is on; see :meth:`routing_summary`.
         """
-        if self.telemetry_enabled:
-            raw = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in raw.items()}
-            self._raw = (raw, None if task_id is None else task_id.detach())
-            self._stats = None
+        out = active_collector()
+        if out is not None:
+            out.add(self, aux_loss, task_id, raw if self.telemetry_enabled else None)
 
     def routing_summary(self, **raw) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
-        """Recorded tensors -> (gate (B,m,E), assign (B,m,E), dropped (B,m), extras); see routing_stats.
+        """Emitted tensors -> (gate (B,m,E), assign (B,m,E), dropped (B,m), extras); see routing_stats.
 
-        Default: ``record(task_id, gate=..., [assign=...], [dropped=...])``; kinds override it to
-        derive these from whatever they recorded.
+        Default: ``emit(task_id=..., gate=..., [assign=...], [dropped=...])``; kinds override it to
+        derive these from whatever they emitted.
         """
         gate = raw["gate"]
         assign = raw.get("assign", gate)
         dropped = raw.get("dropped", gate.new_zeros(gate.shape[:2]))
         return gate, assign, dropped, {}
 
-    @property
-    def telemetry(self) -> dict[str, torch.Tensor]:
-        """Statistics of the last forward (computed on first read, then cached); {} when none."""
-        if self._stats is None and self._raw is not None:
-            raw, task_id = self._raw
-            with torch.no_grad():
-                gate, assign, dropped, extras = self.routing_summary(**raw)
-                stats = routing_stats(gate, assign, dropped, task_id, self.num_tasks)
-                stats.update({k: v.detach() for k, v in extras.items()})
-            self._stats = stats
-        return self._stats or {}
-
-    def clear_telemetry(self) -> None:
-        self._raw, self._stats = None, None
+    @torch.no_grad()
+    def summarize(self, raw: dict, task_id: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Statistics of one emitted forward (called by the collector when its telemetry is read)."""
+        gate, assign, dropped, extras = self.routing_summary(**raw)
+        stats = routing_stats(gate, assign, dropped, task_id, self.num_tasks)
+        stats.update({k: v.detach() for k, v in extras.items()})
+        return stats
 
     def keep_hidden(self, hidden: torch.Tensor, expert: torch.Tensor, valid: torch.Tensor | None = None) -> None:
         """In capture mode, keep expert hidden rows (R, h), the expert of each row (R,), and validity (R,)."""
@@ -131,9 +133,6 @@ class MoELayer(nn.Module):
             return {}
         hidden, expert, valid = self.captured
         return {e: hidden[(expert == e) & valid] for e in range(self.num_experts)}
-
-    def aux_loss(self) -> torch.Tensor | None:
-        return self.last_aux_loss
 
     def describe(self) -> str:
         return f"{type(self).__name__}"

@@ -24,7 +24,7 @@ class DenseMoE(MoELayer):
     def forward(self, x: torch.Tensor, task_id: torch.Tensor | None = None) -> torch.Tensor:
         B, m, d = x.shape
         y, hidden = self.experts(x.reshape(1, B * m, d), need_hidden=self.capture)
-        self.record(task_id, shape=(B, m), device=x.device)
+        self.emit(task_id=task_id, shape=(B, m), device=x.device)  # no routing, no aux loss
         if self.capture:
             self.keep_hidden(hidden, torch.zeros(B * m, dtype=torch.long, device=x.device))
         return y.view(B, m, -1)

@@ -65,7 +65,7 @@ class SoftMoE(MoELayer):
         slots_out = expert_out.view(E, B, p, -1).transpose(0, 1).reshape(B, E * p, -1)
         y = combine @ slots_out  # Y = C Y~: (B, m, d_out)
 
-        self.record(task_id, combine=combine)
+        self.emit(task_id=task_id, combine=combine)  # no aux loss
         if self.capture:
             self.keep_hidden(hidden, torch.arange(E, device=x.device).repeat_interleave(B * p))
         return y

@@ -35,7 +35,7 @@ class TaskMoE(MoELayer):
             y = out.view(E, B, m, -1).transpose(0, 1)[rows, idx]
             hidden = hidden.view(E, B, m, -1).transpose(0, 1)[rows, idx]
 
-        self.record(task_id, idx=idx, m=m)
+        self.emit(task_id=task_id, idx=idx, m=m)  # no aux loss
         self.keep_hidden(hidden, idx.unsqueeze(1).expand(B, m))
         return y
 

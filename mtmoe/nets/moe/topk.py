@@ -10,7 +10,8 @@ rows of an expert-major buffer (E, G*C, d) (each row gathers its token; an empty
 token and nobody reads it back), experts run batched on the buffer, and each assignment reads
 its row back, weighted by its gate (0 when dropped).
 Load-balancing loss (Switch, extended to k): E * sum_e f_e * P_e, with f_e the share of
-assignments routed to e (before dropping) and P_e the mean router probability of e.
+assignments routed to e (before dropping) and P_e the mean router probability of e; times
+load_balance_coef, it is emitted to the active collector (``collect_moe``) with the routing.
 
 Speed (CPU; same values as the plain formulation): the router softmax runs over experts laid
 out as the leading dim (over a tiny last dim it is several times slower); dispatch and combine
@@ -247,8 +248,8 @@ class TopKMoE(MoELayer):
             y, aux, probs_t, onehot, keep = _FusedTopKMLP.apply(
                 x.reshape(N, d), self.router.weight, ex.w1, ex.b1, ex.w2, ex.b2, self.router_noise(G, n, x),
                 G, n, k, C, ex.act, self.coef)
-            self.last_aux_loss = aux
-            self.record(task_id, probs_t=probs_t, onehot=onehot, keep=keep, shape=(B, m), capacity=C)
+            self.emit(task_id=task_id, aux_loss=aux, probs_t=probs_t, onehot=onehot, keep=keep, shape=(B, m),
+                      capacity=C)
             return y.view(B, m, -1)
 
         r = self.route(x.reshape(G, n, d))
@@ -264,9 +265,10 @@ class TopKMoE(MoELayer):
         y = _Combine.apply(out.view(rows, -1), w, read, owner).view(B, m, -1)
 
         # load balancing: coef * E * sum_e f_e P_e, f_e = counts_e / (k N) (no gradient), P_e = mean prob
-        self.last_aux_loss = r.probs_t.sum(1) @ (r.counts.to(x.dtype) * (self.coef * E / (k * N * N)))
+        aux = r.probs_t.sum(1) @ (r.counts.to(x.dtype) * (self.coef * E / (k * N * N)))
 
-        self.record(task_id, probs_t=r.probs_t, onehot=r.onehot, keep=r.keep, shape=(B, m), capacity=C)
+        self.emit(task_id=task_id, aux_loss=aux, probs_t=r.probs_t, onehot=r.onehot, keep=r.keep, shape=(B, m),
+                  capacity=C)
         if self.capture:
             self.keep_hidden(hidden, torch.arange(E, device=x.device).repeat_interleave(G * C), owner < k * N)
         return y
