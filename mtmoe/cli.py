@@ -115,12 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "seeds) in parallel processes. Started again on the same --out, it skips complete "
                                    "runs and resumes incomplete ones from their checkpoints.")
     p.add_argument("--suite", "--suites", dest="suites", required=True, metavar="S[,S…]", help="suite name(s)")
-    p.add_argument("--placements", default="none,actor,critic,both", help="default: none,actor,critic,both")
+    p.add_argument("--placements", help="default: none,actor,critic,both")
     p.add_argument("--seeds", default="0-2", help="e.g. 0-4 or 0,3,7 (default: 0-2)")
     p.add_argument("--moes", help="MoE kinds, e.g. softmoe,topk (default: the preset's)")
     p.add_argument("--positions", help="e.g. penultimate,final (default: the preset's)")
     p.add_argument("--experts", help="numbers of experts, e.g. 1,2,4,8")
     p.add_argument("--expert-widths", help="expert hidden sizes, e.g. 32,64")
+    p.add_argument("--grid", metavar="FILE", help="a grid file: a YAML list of network variants (placement, moe, "
+                   "position, experts, expert_width) under 'variants:', each crossed with --suite and --seeds, "
+                   "instead of the placement/MoE axes (e.g. configs/sweeps/reference-study.yaml)")
     p.add_argument("--algo", help=ALGO_HELP)
     p.add_argument("--preset", help="configs/<preset>.yaml (default: the suite's)")
     p.add_argument("--steps", type=positive_int, help="env steps per run (default: the suite's budget)")
@@ -274,14 +277,23 @@ def _evaluate(args) -> None:
 def _sweep(args) -> None:
     from pathlib import Path
 
-    from mtmoe.sweep import Grid, parse_ints, parse_list, sweep
+    from mtmoe.sweep import Grid, load_variants, parse_ints, parse_list, sweep
     from mtmoe.tasks.registry import load_registry
 
+    axes = {"--placements": args.placements, "--moes": args.moes, "--positions": args.positions,
+            "--experts": args.experts, "--expert-widths": args.expert_widths}
+    variants = []
+    if args.grid:
+        given = [flag for flag, value in axes.items() if value is not None]
+        if given:
+            raise MtmoeError(f"sweep: --grid replaces {', '.join(given)} (the variants in the file say them)")
+        variants = load_variants(args.grid)
     grid = Grid(suites=parse_list(args.suites, "--suite"), seeds=parse_ints(args.seeds, "--seeds"),
-                placements=parse_list(args.placements, "--placements"), moes=parse_list(args.moes, "--moes"),
-                positions=parse_list(args.positions, "--positions"), experts=parse_ints(args.experts, "--experts"),
+                placements=parse_list(args.placements or "none,actor,critic,both", "--placements"),
+                moes=parse_list(args.moes, "--moes"), positions=parse_list(args.positions, "--positions"),
+                experts=parse_ints(args.experts, "--experts"),
                 expert_widths=parse_ints(args.expert_widths, "--expert-widths"), algo=args.algo, preset=args.preset,
-                steps=args.steps, budget=args.budget, device=args.device, sets=args.set)
+                steps=args.steps, budget=args.budget, device=args.device, sets=args.set, variants=variants)
     if args.address and args.backend != "ray":
         raise MtmoeError("sweep: --address needs --backend ray")
     if args.backend == "ray":

@@ -264,3 +264,68 @@ def test_ray_shares_a_gpu_between_runs_per_device_runs():
     assert _shape(fake_ray, 0, 16) == (1, 1)
     assert gpu_share(1) == 1 and gpu_share(16) == 0.0625
     assert 0.33 < gpu_share(3) and 3 * gpu_share(3) <= 1
+
+
+STUDY_GRID = "configs/sweeps/reference-study.yaml"
+
+
+def test_the_reference_study_grid_gives_its_eight_variants_with_a_matched_single_expert():
+    from mtmoe.nets import build_actor_critic
+    from mtmoe.sweep import load_variants
+    from mtmoe.tasks import make_mixture
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    grid = Grid(suites=["minatar-multitask", "minatar-continual"], seeds=[0, 1],
+                variants=load_variants(os.path.join(root, STUDY_GRID)))
+    configs = grid.configs(REGISTRY)
+    assert len(configs) == 2 * 8 * 2 and len({(c.suite, run_name(c)) for c in configs}) == len(configs)
+    mine = {run_name(c): c for c in configs if c.suite == "minatar-multitask" and c.seed == 0}
+    assert set(mine) == {f"ppo-{n}-s0" for n in (
+        "none-dense", "actor-softmoe-penultimate-e4", "critic-softmoe-penultimate-e4", "both-softmoe-penultimate-e4",
+        "both-softmoe-big-e4", "both-task-big-e3", "critic-topk-penultimate-e4", "critic-softmoe-penultimate-e1-w256")}
+    assert mine["ppo-critic-topk-penultimate-e4-s0"].net.top_k == 1
+    env = make_mixture("minatar-multitask", REGISTRY, num_envs=3)
+    try:
+        critic = {n: build_actor_critic(env.single_observation_space, env.single_action_space,
+                                        mine[n].net).param_counts()["critic"]
+                  for n in ("ppo-critic-softmoe-penultimate-e4-s0", "ppo-critic-softmoe-penultimate-e1-w256-s0")}
+    finally:
+        env.close()
+    four, one = critic.values()
+    assert abs(four - one) / four < 0.01  # the tokenization control: one expert, the same parameters
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("variants: []", "non-empty list under 'variants:'"), ("- a\n- b", "non-empty list under 'variants:'"),
+    ("variants: [{placement: critic, tokenizer: per_conv}]", "unknown key(s) tokenizer"),
+    ("variants: [3]", "variant 1 is not a mapping"), ("variants: [{placement: [}", "not valid YAML"),
+    ("variants: [{placement: critic, moe: softmoe}, {placement: critic, moe: softmoe}]",
+     "variants 1 and 2 give the same run"),
+])
+def test_a_bad_grid_file_is_one_line(tmp_path, capsys, text, expected):
+    from mtmoe.cli import main
+
+    path = tmp_path / "grid.yaml"
+    path.write_text(text)
+    assert main(["sweep", "--suite", "minatar-single", "--grid", str(path), "--steps", "512",
+                 "--out", str(tmp_path / "out")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0]
+    assert main(["sweep", "--suite", "minatar-single", "--grid", str(path), "--placements", "none",
+                 "--out", str(tmp_path / "out")]) != 0
+    assert "--grid replaces --placements" in capsys.readouterr().err
+
+
+def test_a_grid_file_sweep_trains_each_variant_once_per_seed(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text("variants:\n  - {placement: none}\n  - {placement: critic, moe: topk, experts: 2}\n")
+    proc = subprocess.run([sys.executable, "-m", "mtmoe.cli", "sweep", "--suite", "gym-single", "--grid", str(path),
+                           "--seeds", "0", "--steps", "1024", "--out", str(tmp_path / "out"), "--jobs", "2"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = sorted(p.name for p in (tmp_path / "out" / "gym-single").iterdir())
+    assert runs == ["ppo-critic-topk-penultimate-e2-s0", "ppo-none-dense-s0"]
+    for name in runs:
+        summary = json.loads((tmp_path / "out" / "gym-single" / name / "summary.json").read_text())
+        assert summary["steps"] >= 1024 and summary["placement"] == name.split("-")[1]
+    assert json.loads((tmp_path / "out" / "sweep.json").read_text())[-1]["grid"]["variants"][1]["moe"] == "topk"

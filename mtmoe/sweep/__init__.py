@@ -22,9 +22,9 @@ The package:
 - :mod:`mtmoe.sweep.ray_backend`: the same grid over a Ray cluster (``--backend ray``).
 """
 
-from mtmoe.sweep.grid import Grid, parse_ints, parse_list
+from mtmoe.sweep.grid import Grid, load_variants, parse_ints, parse_list
 from mtmoe.sweep.jobs import Job, prepare, run_folder, state_of
 from mtmoe.sweep.local import Plan, default_jobs, gpu_count, plan, sweep
 
-__all__ = ["Grid", "Job", "Plan", "default_jobs", "gpu_count", "parse_ints", "parse_list", "plan", "prepare",
+__all__ = ["Grid", "Job", "Plan", "default_jobs", "gpu_count", "load_variants", "parse_ints", "parse_list", "plan", "prepare",
            "run_folder", "state_of", "sweep"]

@@ -1,5 +1,7 @@
-"""The grid of a sweep: its axes (:class:`Grid`), the run configs they give, and the parsing of the
-comma-separated lists and integer ranges that the command line passes for them."""
+"""The grid of a sweep: its axes (:class:`Grid`), the run configs they give, the parsing of the
+comma-separated lists and integer ranges that the command line passes for them, and grid files
+(``--grid FILE``): a list of network variants, each crossed with the suites and seeds, for grids
+that are not a product of axes (e.g. a reference study's placements and MoE kinds)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,11 @@ from mtmoe.errors import MtmoeError
 from mtmoe.runner.config import RunConfig, compose
 from mtmoe.runner.records import run_name
 from mtmoe.tasks.registry import Registry
+
+#: a grid file's variant keys -> the network flags they set (each of them is part of the run name,
+#: so different variants never share a run folder)
+VARIANT_KEYS = {"placement": "placement", "moe": "moe", "position": "position", "experts": "num_experts",
+                "expert_width": "expert_width"}
 
 
 def parse_list(text: str | None, flag: str) -> list[str]:
@@ -57,6 +64,7 @@ class Grid:
     budget: str | None = None
     device: str = "auto"
     sets: list[str] = field(default_factory=list)
+    variants: list[dict] = field(default_factory=list)  # from a grid file: replaces the placement/MoE axes
 
     @property
     def size_family(self) -> bool:
@@ -67,6 +75,8 @@ class Grid:
         """One composed RunConfig per distinct run. Placement none ignores the MoE axes, except in
         a size family, where it runs once per MoE size with hidden widths matched to it
         (mtmoe.scaling.sizes)."""
+        if self.variants:
+            return self._variant_configs(registry)
         out, seen, widths = [], set(), {}
         axes = itertools.product(self.suites, self.placements, self.moes or [None], self.positions or [None],
                                  self.experts or [None], self.expert_widths or [None], self.seeds)
@@ -92,6 +102,46 @@ class Grid:
                 seen.add(key)
                 out.append(cfg)
         return out
+
+
+    def _variant_configs(self, registry: Registry) -> list[RunConfig]:
+        """Suites × variants × seeds, each variant's keys as network flags (the preset's otherwise)."""
+        out, names = [], {}
+        for suite, (i, variant), seed in itertools.product(self.suites, enumerate(self.variants), self.seeds):
+            flags = {VARIANT_KEYS[k]: v for k, v in variant.items()}
+            cfg, _ = compose(registry, suite, preset=self.preset, algo=self.algo, steps=self.steps,
+                             budget=self.budget, seed=seed, device=self.device, net_flags=flags, sets=self.sets)
+            key = (cfg.suite, run_name(cfg))
+            if key in names:
+                raise MtmoeError(f"--grid: variants {names[key] + 1} and {i + 1} give the same run "
+                                 f"({key[1]}): make them differ in a key of the run name")
+            names[key] = i
+            out.append(cfg)
+        return out
+
+
+def load_variants(path: str) -> list[dict]:
+    """A grid file's variants: ``variants:`` a list of mappings of VARIANT_KEYS (placement, moe,
+    position, experts, expert_width); one clear error for each way the file can be wrong."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(open(path))
+    except OSError as e:
+        raise MtmoeError(f"--grid {path}: cannot be read ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise MtmoeError(f"--grid {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    variants = data.get("variants") if isinstance(data, dict) else None
+    if not isinstance(variants, list) or not variants:
+        raise MtmoeError(f"--grid {path}: expected a mapping with a non-empty list under 'variants:'")
+    for i, v in enumerate(variants, 1):
+        if not isinstance(v, dict) or not v:
+            raise MtmoeError(f"--grid {path}: variant {i} is not a mapping of {', '.join(VARIANT_KEYS)}")
+        unknown = sorted(set(v) - set(VARIANT_KEYS))
+        if unknown:
+            raise MtmoeError(f"--grid {path}: variant {i} has unknown key(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(VARIANT_KEYS)}")
+    return variants
 
 
 def _matched_hidden(cfg: RunConfig, registry: Registry) -> tuple[int, ...]:
