@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", metavar="FILE", help="a grid file: a YAML list of network variants (placement, moe, "
                    "position, experts, expert_width) under 'variants:', each crossed with --suite and --seeds, "
                    "instead of the placement/MoE axes (e.g. configs/sweeps/reference-study.yaml)")
+    _wandb_args(p)
     p.add_argument("--algo", help=ALGO_HELP)
     p.add_argument("--preset", help="configs/<preset>.yaml (default: the suite's)")
     p.add_argument("--steps", type=positive_int, help="env steps per run (default: the suite's budget)")
@@ -275,6 +276,7 @@ def _evaluate(args) -> None:
 
 
 def _sweep(args) -> None:
+    import dataclasses
     from pathlib import Path
 
     from mtmoe.sweep import Grid, load_variants, parse_ints, parse_list, sweep
@@ -296,15 +298,22 @@ def _sweep(args) -> None:
                 steps=args.steps, budget=args.budget, device=args.device, sets=args.set, variants=variants)
     if args.address and args.backend != "ray":
         raise MtmoeError("sweep: --address needs --backend ray")
+    wandb = _wandb_options(args)
+    if wandb is not None:
+        from mtmoe.runner.logger import import_wandb
+
+        import_wandb()  # one line now rather than a failed run per grid point
+        if wandb.group is None:  # the sweep's runs together in W&B
+            wandb = dataclasses.replace(wandb, group=Path(args.out).resolve().name)
     if args.backend == "ray":
         from mtmoe.sweep.ray_backend import sweep_ray
 
         counts = sweep_ray(grid, load_registry(args.tasks_dir), Path(args.out), jobs=args.jobs,
                            retries=args.retries, tasks_dirs=args.tasks_dir, address=args.address,
-                           runs_per_device=args.runs_per_device)
+                           runs_per_device=args.runs_per_device, wandb=wandb)
     else:
         counts = sweep(grid, load_registry(args.tasks_dir), Path(args.out), jobs=args.jobs, retries=args.retries,
-                       tasks_dirs=args.tasks_dir, runs_per_device=args.runs_per_device)
+                       tasks_dirs=args.tasks_dir, runs_per_device=args.runs_per_device, wandb=wandb)
     print(f"sweep {args.out}: {counts['done']} run(s) finished ({counts['resumed']} resumed), "
           f"{counts['skipped']} already complete, {counts['failed']} failed", file=sys.stderr)
     if counts["failed"]:

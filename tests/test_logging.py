@@ -198,3 +198,31 @@ def test_a_resumed_run_logs_into_the_same_wandb_run(tmp_path, monkeypatch):
     run_id = (run_dir / "wandb-id.txt").read_text()
     logs = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert logs == [f"run-{run_id}.wandb"] * 2 and (run_dir / "summary.json").is_file()
+
+
+def test_a_sweep_with_wandb_logs_each_run_in_the_sweeps_group(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
+    out = tmp_path / "my-sweep"
+    assert main(["sweep", "--suite", "gym-single", "--placements", "none,critic", "--seeds", "0", "--steps", "256",
+                 "--set", "ppo.num_steps=64", "--out", str(out), "--jobs", "2", "--wandb",
+                 "--wandb-project", "mtmoe-test"]) == 0
+    runs = sorted((out / "gym-single").iterdir())
+    assert [r.name for r in runs] == ["ppo-critic-softmoe-penultimate-e4-s0", "ppo-none-dense-s0"]
+    for run_dir in runs:
+        (log,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+        (run,) = [r.run for r in _wandb_records(log) if r.WhichOneof("record_type") == "run"]
+        assert run.display_name == run_dir.name and run.project == "mtmoe-test" and run.run_group == "my-sweep"
+        assert (run_dir / "summary.json").is_file()
+
+
+def test_sweep_wandb_flags_without_wandb_are_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(__import__("sys").modules, "wandb", None)
+    base = ["sweep", "--suite", "gym-single", "--seeds", "0", "--steps", "64", "--out", str(tmp_path)]
+    assert main(base + ["--wandb"]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install" in err and not (tmp_path / "gym-single").exists()
+    assert main(base + ["--wandb-group", "g"]) != 0
+    assert "give --wandb too" in capsys.readouterr().err

@@ -19,6 +19,17 @@ from mtmoe.runner.records import run_name
 from mtmoe.sweep.grid import Grid
 
 
+def worker_command(run_dir: Path | str, tasks_dirs=(), wandb=None) -> list[str]:
+    """The process that trains one grid point (both back ends): ``python -m mtmoe.sweep RUN_DIR
+    [--tasks-dir D]… [--wandb --wandb-project P [--wandb-group G]]``; `wandb`: a WandbOptions or None."""
+    cmd = [sys.executable, "-m", "mtmoe.sweep", str(run_dir)]
+    for d in tasks_dirs:
+        cmd += ["--tasks-dir", str(d)]
+    if wandb is not None:
+        cmd += ["--wandb", "--wandb-project", wandb.project] + (["--wandb-group", wandb.group] if wandb.group else [])
+    return cmd
+
+
 def run_folder(out: Path, cfg: RunConfig) -> Path:
     return out / cfg.suite / run_name(cfg)
 

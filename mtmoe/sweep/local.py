@@ -19,7 +19,8 @@ from pathlib import Path
 from mtmoe.errors import MtmoeError
 from mtmoe.runner.config import RunConfig
 from mtmoe.sweep.grid import Grid
-from mtmoe.sweep.jobs import Job, count_outcomes, prepare, queue_jobs, record_invocation, settle, state_of
+from mtmoe.sweep.jobs import (Job, count_outcomes, prepare, queue_jobs, record_invocation, settle, state_of,
+                              worker_command)
 from mtmoe.sweep.view import SweepView
 from mtmoe.tasks.registry import Registry
 
@@ -79,8 +80,9 @@ def plan(jobs: int = 0, runs_per_device: int = 1) -> Plan:
 
 
 def sweep(grid: Grid, registry: Registry, out: Path, jobs: int = 0, retries: int = 1, tasks_dirs=(),
-          progress: bool | None = None, poll: float = 1.0, runs_per_device: int = 1) -> dict[str, int]:
-    """Run the grid; returns counts {done, failed, skipped, resumed}. See :mod:`mtmoe.sweep`."""
+          progress: bool | None = None, poll: float = 1.0, runs_per_device: int = 1, wandb=None) -> dict[str, int]:
+    """Run the grid; returns counts {done, failed, skipped, resumed}. See :mod:`mtmoe.sweep`.
+    `wandb`: WandbOptions, to log every run to Weights & Biases too."""
     configs = grid.configs(registry)
     if not configs:
         raise MtmoeError("sweep: the grid is empty")
@@ -101,7 +103,7 @@ def sweep(grid: Grid, registry: Registry, out: Path, jobs: int = 0, retries: int
                     free.append(job.slot)
             waiting = [j for j in queue if j.state == "queued"]
             while free and waiting:
-                _launch(waiting.pop(0), free.pop(0), shape.gpu_of, tasks_dirs)
+                _launch(waiting.pop(0), free.pop(0), shape.gpu_of, tasks_dirs, wandb)
             view.update()
             if not any(j.state in ("queued", "running") for j in queue):
                 break
@@ -112,15 +114,13 @@ def sweep(grid: Grid, registry: Registry, out: Path, jobs: int = 0, retries: int
     return count_outcomes(queue)
 
 
-def _launch(job: LocalJob, slot: int, gpu_of: list[str], tasks_dirs) -> None:
+def _launch(job: LocalJob, slot: int, gpu_of: list[str], tasks_dirs, wandb) -> None:
     state = prepare(job.run_dir, job.cfg)
     job.resumed = job.resumed or state == "resumable"
     env = dict(os.environ)
     if gpu_of:
         env["CUDA_VISIBLE_DEVICES"] = gpu_of[slot]
-    cmd = [sys.executable, "-m", "mtmoe.sweep", str(job.run_dir)]
-    for d in tasks_dirs:
-        cmd += ["--tasks-dir", str(d)]
+    cmd = worker_command(job.run_dir, tasks_dirs, wandb)
     job.log = open(job.run_dir / "log.txt", "a")
     job.log.write(f"# {datetime.now().isoformat(timespec='seconds')} {' '.join(cmd)}\n")
     job.log.flush()
@@ -149,24 +149,29 @@ def _stop_children(queue: list[LocalJob]) -> None:
 
 
 def run_worker(argv: list[str]) -> int:
-    """`python -m mtmoe.sweep RUN_DIR [--tasks-dir D]`: train or resume the run in RUN_DIR."""
+    """`python -m mtmoe.sweep RUN_DIR [--tasks-dir D] [--wandb …]`: train or resume the run in RUN_DIR."""
     import argparse
 
+    from mtmoe.runner.logger import WandbOptions
     from mtmoe.runner.run import train
     from mtmoe.tasks.registry import load_registry
 
     p = argparse.ArgumentParser(prog="python -m mtmoe.sweep")
     p.add_argument("run_dir")
     p.add_argument("--tasks-dir", action="append", default=[])
+    p.add_argument("--wandb", action="store_true")
+    p.add_argument("--wandb-project", default="mtmoe")
+    p.add_argument("--wandb-group")
     args = p.parse_args(argv)
+    wandb = WandbOptions(project=args.wandb_project, group=args.wandb_group) if args.wandb else None
     run_dir = Path(args.run_dir)
     cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()), str(run_dir / "config.json"))
     registry = load_registry(args.tasks_dir)
     try:
         if state_of(run_dir) == "resumable":
-            train(cfg, registry, run_dir.parent, progress=False, resume=run_dir)
+            train(cfg, registry, run_dir.parent, progress=False, resume=run_dir, wandb=wandb)
         else:
-            train(cfg, registry, run_dir.parent, progress=False, run_dir=run_dir)
+            train(cfg, registry, run_dir.parent, progress=False, run_dir=run_dir, wandb=wandb)
     except MtmoeError as e:
         print(f"mtmoe: error: {e}", file=sys.stderr)
         return 2

@@ -39,7 +39,8 @@ from pathlib import Path
 from mtmoe.errors import MtmoeError
 from mtmoe.runner.config import RunConfig
 from mtmoe.sweep.grid import Grid
-from mtmoe.sweep.jobs import Job, count_outcomes, prepare, queue_jobs, record_invocation, settle, state_of
+from mtmoe.sweep.jobs import (Job, count_outcomes, prepare, queue_jobs, record_invocation, settle, state_of,
+                              worker_command)
 from mtmoe.sweep.view import SweepView
 from mtmoe.tasks.registry import Registry
 
@@ -75,13 +76,11 @@ def _death_signal():
     return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _attempt(run_dir: str, cfg: dict, tasks_dirs: list[str]) -> tuple[int, str]:
+def _attempt(run_dir: str, cfg: dict, tasks_dirs: list[str], wandb=None) -> tuple[int, str]:
     """The body of a Ray task: ready the folder, run the worker; returns (exit status, state before)."""
     run = Path(run_dir)
     state = prepare(run, RunConfig.from_dict(cfg, str(run / "config.json")))
-    cmd = [sys.executable, "-m", "mtmoe.sweep", run_dir]
-    for d in tasks_dirs:
-        cmd += ["--tasks-dir", d]
+    cmd = worker_command(run_dir, tasks_dirs, wandb)
     with open(run / "log.txt", "a") as log:
         log.write(f"# {datetime.now().isoformat(timespec='seconds')} {' '.join(cmd)}  [ray, {socket.gethostname()}]\n")
         log.flush()
@@ -170,11 +169,12 @@ def gpu_share(runs_per_device: int) -> float:
 
 def sweep_ray(grid: Grid, registry: Registry, out: Path, jobs: int = 0, retries: int = 1, tasks_dirs=(),
               progress: bool | None = None, poll: float = 1.0, address: str | None = None,
-              runs_per_device: int = 1) -> dict[str, int]:
+              runs_per_device: int = 1, wandb=None) -> dict[str, int]:
     """Run the grid on Ray; returns counts {done, failed, skipped, resumed}. See the module docstring.
 
     ``jobs`` (0: as many as the cluster's resources allow) caps the runs in flight and sets each
-    run's threads to the cluster's CPUs // jobs; ``runs_per_device`` runs share each GPU."""
+    run's threads to the cluster's CPUs // jobs; ``runs_per_device`` runs share each GPU;
+    ``wandb`` (WandbOptions): every run logs to Weights & Biases too."""
     if runs_per_device < 1:
         raise MtmoeError(f"--runs-per-device: expected a whole number > 0, got {runs_per_device}")
     ray = _import_ray()
@@ -196,8 +196,8 @@ def sweep_ray(grid: Grid, registry: Registry, out: Path, jobs: int = 0, retries:
         task = ray.remote(_attempt).options(num_cpus=threads, num_gpus=gpu_share(runs_per_device) if gpus else 0,
                                             max_retries=retries, retry_exceptions=False)
         view = SweepView(queue, sys.stderr.isatty() if progress is None else progress)
-        dirs = [str(Path(d).resolve()) for d in tasks_dirs]
-        _drive(ray, queue, task, jobs, retries, dirs, view, poll)
+        worker_args = ([str(Path(d).resolve()) for d in tasks_dirs], wandb)
+        _drive(ray, queue, task, jobs, retries, worker_args, view, poll)
     finally:  # interrupted: stop the runs in flight; their checkpoints let the next sweep resume them
         _cancel_in_flight(ray, queue)
         if view is not None:
@@ -207,11 +207,11 @@ def sweep_ray(grid: Grid, registry: Registry, out: Path, jobs: int = 0, retries:
     return count_outcomes(queue)
 
 
-def _drive(ray, queue: list[RayJob], task, jobs: int, retries: int, dirs: list[str], view: SweepView,
+def _drive(ray, queue: list[RayJob], task, jobs: int, retries: int, worker_args: tuple, view: SweepView,
            poll: float) -> None:
     """Submit, collect and relaunch until no run is queued or running."""
     while True:
-        _submit(queue, task, jobs, dirs)
+        _submit(queue, task, jobs, worker_args)
         in_flight = {j.ref: j for j in queue if j.ref is not None}
         ready = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=poll)[0] if in_flight else []
         for ref in ready:
@@ -226,14 +226,15 @@ def _drive(ray, queue: list[RayJob], task, jobs: int, retries: int, dirs: list[s
             time.sleep(poll)
 
 
-def _submit(queue: list[RayJob], task, jobs: int, dirs: list[str]) -> None:
-    """Submit the queued jobs not yet in flight, keeping at most ``jobs`` in flight (0: no cap)."""
+def _submit(queue: list[RayJob], task, jobs: int, worker_args: tuple) -> None:
+    """Submit the queued jobs not yet in flight, keeping at most ``jobs`` in flight (0: no cap);
+    `worker_args`: _attempt's (tasks folders, W&B options)."""
     waiting = [j for j in queue if j.state == "queued" and j.ref is None]
     in_flight = [j for j in queue if j.ref is not None]
     for job in waiting[: max(0, jobs - len(in_flight)) if jobs else None]:
         job.resumed = job.resumed or state_of(job.run_dir) == "resumable"
         job.mark = _log_size(job.run_dir)
-        job.ref = task.remote(str(job.run_dir), job.cfg.to_dict(), dirs)
+        job.ref = task.remote(str(job.run_dir), job.cfg.to_dict(), *worker_args)
         job.attempts += 1
 
 
