@@ -146,13 +146,20 @@ def test_epsilon_decays_linearly_after_the_warm_up():
 # ---------------------------------------------------------------- learning within step budgets
 
 
-def _train(task, steps, cfg, net, seed=0, num_envs=1):
+def _train(task, steps, cfg, net, seed=0, num_envs=1, learned=None, check_every=5000):
+    """Train up to `steps` env steps; with `learned(agent, returns)`, stop at the first check (every
+    `check_every` steps) where it holds — the budget stays the bound, a fast learner ends early
+    (the checks leave the agent's random stream alone)."""
     torch.manual_seed(seed)
     env = single_task_env(task, num_envs)
     agent = DQN(env, q_network(env.single_observation_space, env.single_action_space, net, cfg.dueling), cfg, seed=seed)
-    returns = []
+    returns, next_check = [], check_every
     for stats in agent.iterate(steps, log_every=1000):
         returns += [e["return"] for e in stats["episodes"]]
+        if learned is not None and agent.global_step >= next_check:
+            next_check += check_every
+            if learned(agent, returns):
+                break
     env.close()
     return agent, returns
 
@@ -176,20 +183,24 @@ CARTPOLE = DQNConfig(buffer_size=50_000, learning_starts=1000, batch_size=128, l
 
 @pytest.mark.parametrize("placement", ["none", "critic"])
 def test_dqn_solves_cartpole(placement):
-    """Measured (3 seeds, 50k steps): greedy returns 500/500/492 dense, 500/500/500 SoftMoE critic."""
+    """Measured (3 seeds, 50k steps): greedy returns 500/500/492 dense, 500/500/500 SoftMoE critic.
+    Within that budget the test stops at the first 5k-step check where the greedy policy holds."""
     net = NetConfig(hidden=(128, 128), placement=placement, moe="softmoe", num_experts=4)
-    agent, returns = _train("gym-cartpole", 50_000, CARTPOLE, net)
+    agent, returns = _train("gym-cartpole", 50_000, CARTPOLE, net,
+                            learned=lambda a, _: np.mean(_greedy_cartpole_returns(a)) >= 400)
     assert np.mean(returns[:10]) < 40
     assert np.mean(_greedy_cartpole_returns(agent)) >= 400
 
 
 def test_dqn_learns_minatar_breakout():
     """Measured (seeds 0-2, 60k steps, 4 slots): mean of the last 30 training episodes 5.1 / 6.8 /
-    6.8, against ~0.44 for the first 50 (epsilon 1: a random policy)."""
+    6.8, against ~0.44 for the first 50 (epsilon 1: a random policy). Within that budget the test
+    stops at the first 5k-step check where the last 30 reach 3.0."""
     cfg = DQNConfig(buffer_size=100_000, learning_starts=2000, batch_size=64, learning_rate=1e-3, eps=1e-8, n_step=3,
                     train_freq=4, target_update_every=1000, epsilon_end=0.05, epsilon_decay_steps=20_000)
     net = NetConfig(torso="minatar", hidden=(128,))
-    _, returns = _train("minatar-breakout", 60_000, cfg, net, num_envs=4)
+    _, returns = _train("minatar-breakout", 60_000, cfg, net, num_envs=4,
+                        learned=lambda _, r: len(r) >= 80 and np.mean(r[-30:]) >= 3.0)
     assert np.mean(returns[:50]) < 1.0
     assert np.mean(returns[-30:]) >= 3.0, np.mean(returns[-30:])
 
