@@ -80,12 +80,14 @@ def _suite_entry(group: list[RunResult], score: str, reps: int, seed: int, norma
 
 def _plots(group: list[RunResult], frame, entry: dict, out: Path, suite: str, reps: int, seed: int) -> dict[str, str]:
     from mtmoe.compare import plots
+    from mtmoe.compare.routing import expert_load_plot
 
     made = {"aggregate": plots.aggregate_plot(entry["table"], out / f"{suite}-aggregate.png", suite)}
     taus, profiles, cis = performance_profiles({k: np.array(v) for k, v in entry["scores"].items()}, reps=reps, seed=seed)
     made["profile"] = plots.profile_plot(taus, profiles, cis, out / f"{suite}-profile.png", suite)
     made["curves"] = plots.learning_curves(frame, group, out / f"{suite}-curves.png", suite)
     made["plasticity"] = plots.plasticity_curves(frame, group, out / f"{suite}-plasticity.png", suite)
+    made["expert_load"] = expert_load_plot(group, out / f"{suite}-expert-load.png", suite)
     return {k: p.name for k, p in made.items() if p is not None}
 
 
@@ -237,7 +239,8 @@ def render_report(result: dict, paths: list[Path], score: str, reps: int, seed: 
                               "recovered"], rows), ""]
         for kind, caption in (("aggregate", "Aggregate scores"), ("profile", "Performance profiles"),
                               ("curves", "Learning curves (mean, 95% bootstrap band)"),
-                              ("plasticity", "Plasticity: dormant neurons and srank per tower")):
+                              ("plasticity", "Plasticity: dormant neurons and srank per tower"),
+                              ("expert_load", "Expert load per task (final probe, mean over seeds)")):
             if kind in e["plots"]:
                 md += [f"![{caption}]({e['plots'][kind]})", ""]
     return "\n".join(md) + "\n"

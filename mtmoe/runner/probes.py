@@ -46,7 +46,7 @@ def collect_probe_batch(env: TaskMixture, per_task: int, seed: int) -> tuple[np.
 @torch.no_grad()
 def probe(nets: dict[str, torch.nn.Module], obs: torch.Tensor, task: torch.Tensor, task_names: list[str]) -> dict:
     """Nested dict: {task: {tower: {dormant@τ, srank, feature_norm}}, weight_norm: {tower},
-    moe: {layer: {load_entropy, task_mi, expert_load}}}. `nets` maps a name (actor_critic, actor, q1 …)
+    moe: {layer: {load_entropy, task_mi, expert_load, expert_load_per_task: {task: [per expert]}}}}. `nets` maps a name (actor_critic, actor, q1 …)
     to a network with `probe_activations()`; towers are the ones the network reports (actor,
     critic, encoder for a shared encoder), prefixed by the net's name for Q networks."""
     out: dict = {"tasks": {}, "weight_norm": {}, "moe": {}}
@@ -76,6 +76,10 @@ def probe(nets: dict[str, torch.nn.Module], obs: torch.Tensor, task: torch.Tenso
                          "expert_load": [round(float(x), 6) for x in tel["load"].reshape(-1)]}
                 if "gate_probs_per_task" in tel:
                     stats["task_mi"] = float(mutual_information(tel["gate_probs_per_task"], tel["task_count"]))
+                if "load_per_task" in tel:  # each task's share of the tokens each expert processed
+                    stats["expert_load_per_task"] = {
+                        tname: [round(float(x), 6) for x in tel["load_per_task"][k].reshape(-1)]
+                        for k, tname in enumerate(task_names) if float(tel["task_count"][k]) > 0}
                 out["moe"][key] = stats
     return out
 
