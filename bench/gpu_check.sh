@@ -26,6 +26,8 @@
 #             and probes off (ATARI_SETS: one Atari evaluation alone may take a minute)
 #   sweep     mtmoe sweep of 16 runs (4 placements x 4 seeds) on one GPU, --runs-per-device 16,
 #             S3 steps each: sum of the runs' env steps / wall time of the sweep command
+#   study     the same for the reference study's grid (configs/sweeps/reference-study.yaml, 8
+#             variants x 2 seeds): what the placement study would cost on this GPU
 #
 # Environment: GPU_CHECK_CPU=1 (same as --cpu-smoke), GPU_CHECK_PYTHON (the python to use, no
 # install), GPU_CHECK_BUDGET (seconds for everything), GPU_CHECK_WORK (a folder for runs and logs;
@@ -48,6 +50,7 @@ TENSOR_SETS=()
 # steps of 20 ALE envs (about a minute), which would not fit; the rate is the training loop's.
 ATARI_SETS=(--set eval_every=-1 --set probe_every=-1)
 SWEEP_GRID=(--placements none,actor,critic,both --seeds 0-3)
+STUDY_GRID=(--grid configs/sweeps/reference-study.yaml --seeds 0-1)
 T_INSTALL=300 T_MACHINE=60 T_BENCH=60 T_RUN=90 T_ATARI=90 T_SWEEP=150
 
 MODE=gpu
@@ -89,6 +92,7 @@ if [ "$MODE" = cpu ]; then
   TENSOR_SETS=(--set env_device=tensor)  # what env_device=auto picks on cuda; on the CPU auto means host
   ATARI_SETS=(--set num_envs=5 --set ppo.num_steps=8 --set eval_every=-1 --set probe_every=-1)
   SWEEP_GRID=(--placements none --seeds 0-1)
+  STUDY_GRID=(--grid configs/sweeps/reference-study.yaml --seeds 0)
   T_RUN=120 T_ATARI=120 T_SWEEP=180 T_BENCH=90  # generous: a busy 2-core CI machine, not a hang
 fi
 
@@ -307,22 +311,30 @@ one_run run-dense-host-envs "$T_RUN" --suite minatar-multitask --device "$DEVICE
 one_run atari "$T_ATARI" --suite atari-multitask --placement critic --device "$DEVICE" --steps "$S2" \
   ${ATARI_SETS[@]+"${ATARI_SETS[@]}"}
 
-# ---- a sweep sharing one GPU
-sweep_args=(--suite minatar-multitask "${SWEEP_GRID[@]}" --runs-per-device 16 --steps "$S3" --device "$DEVICE"
-  --retries 0 ${RUN_SETS[@]+"${RUN_SETS[@]}"} ${TENSOR_SETS[@]+"${TENSOR_SETS[@]}"})
-expected=$( [ "$MODE" = cpu ] && echo 2 || echo 16 )
-if [ -n "$DENSE_FAIL" ]; then  # its runs would fail the same way, 16 times: keep the time
-  STAGE_S=0 STAGE_FAIL="failed: not started, run-dense failed"
-else
-  run_stage sweep "$T_SWEEP" "${MTMOE[@]}" sweep "${sweep_args[@]}" --out "$WORK/sweep"
-fi
-if [ -n "$STAGE_FAIL" ]; then
-  why=$(gchelp sweep_failure "$WORK/sweep")
-  result="$STAGE_FAIL${why:+; $why}"
-else
-  result=$(gchelp sweep "$WORK/sweep" "$STAGE_SF" "$expected")
-fi
-record sweep "mtmoe sweep ${sweep_args[*]}" "$result" "$STAGE_S"
+# ---- sweeps sharing one GPU: 16 preset runs (4 placements x 4 seeds), then the reference study's
+# grid (configs/sweeps/reference-study.yaml: 8 variants incl. the slow 'big' ones, x 2 seeds)
+sweep_stage() {  # NAME EXPECTED GRID-ARGS...: mtmoe sweep on one GPU, --runs-per-device 16
+  local name=$1 expected=$2
+  shift 2
+  local args=(--suite minatar-multitask "$@" --runs-per-device 16 --steps "$S3" --device "$DEVICE"
+    --retries 0 ${RUN_SETS[@]+"${RUN_SETS[@]}"} ${TENSOR_SETS[@]+"${TENSOR_SETS[@]}"})
+  if [ -n "$DENSE_FAIL" ]; then  # its runs would fail the same way, 16 times: keep the time
+    STAGE_S=0 STAGE_FAIL="failed: not started, run-dense failed"
+  else
+    run_stage "$name" "$T_SWEEP" "${MTMOE[@]}" sweep "${args[@]}" --out "$WORK/$name"
+  fi
+  local result
+  if [ -n "$STAGE_FAIL" ]; then
+    local why
+    why=$(gchelp sweep_failure "$WORK/$name")
+    result="$STAGE_FAIL${why:+; $why}"
+  else
+    result=$(gchelp sweep "$WORK/$name" "$STAGE_SF" "$expected")
+  fi
+  record "$name" "mtmoe sweep ${args[*]}" "$result" "$STAGE_S"
+}
+sweep_stage sweep "$( [ "$MODE" = cpu ] && echo 2 || echo 16 )" "${SWEEP_GRID[@]}"
+sweep_stage study "$( [ "$MODE" = cpu ] && echo 8 || echo 16 )" "${STUDY_GRID[@]}"
 
 # ---- the table
 TABLE=$WORK/gpu_check.md

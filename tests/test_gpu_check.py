@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "gpu_check.sh"
 STAGES = ["install", "machine", "tensor MinAtar, 16 envs", "tensor MinAtar, 64 envs", "run-dense", "run-critic",
-          "run-dense-host-envs", "atari", "sweep"]
+          "run-dense-host-envs", "atari", "sweep", "study"]
 
 
 def _rows(table: str) -> dict[str, list[str]]:
@@ -42,7 +42,8 @@ def test_cpu_smoke_gives_every_stage_a_row_and_none_failed(tmp_path):
     for name in ("run-dense", "run-critic", "run-dense-host-envs", "atari"):
         assert "training env steps/s (summary.json)" in rows[name][2]
     assert "breakout" in rows["tensor MinAtar, 64 envs"][2] and "seaquest" in rows["tensor MinAtar, 64 envs"][2]
-    assert "(2/2 runs" in rows["sweep"][2]
+    assert "(2/2 runs" in rows["sweep"][2] and "(8/8 runs" in rows["study"][2]
+    assert "--grid configs/sweeps/reference-study.yaml" in rows["study"][1]
     assert "env_device=host" in rows["run-dense-host-envs"][1] and "--runs-per-device 16" in rows["sweep"][1]
 
 
@@ -58,6 +59,7 @@ def test_a_failing_stage_reports_its_last_line_and_the_others_run(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     rows = _rows(done.stdout)
     assert list(rows) == STAGES
-    for name in STAGES[1:-1]:
+    for name in STAGES[1:-2]:
         assert "failed: boom: no such python" in rows[name][2], rows[name]
-    assert rows["sweep"][2].startswith("failed: not started, run-dense failed")  # 16 doomed runs: not tried
+    for name in ("sweep", "study"):  # 16 doomed runs each: not tried
+        assert rows[name][2].startswith("failed: not started, run-dense failed")
