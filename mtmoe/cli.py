@@ -275,12 +275,9 @@ def _evaluate(args) -> None:
         seed=args.seed, device=args.device), load_registry(args.tasks_dir))
 
 
-def _sweep(args) -> None:
-    import dataclasses
-    from pathlib import Path
-
-    from mtmoe.sweep import Grid, load_variants, parse_ints, parse_list, sweep
-    from mtmoe.tasks.registry import load_registry
+def _sweep_grid(args):
+    """The sweep's Grid from its flags: the placement/MoE axes, or a --grid file's variants."""
+    from mtmoe.sweep import Grid, load_variants, parse_ints, parse_list
 
     axes = {"--placements": args.placements, "--moes": args.moes, "--positions": args.positions,
             "--experts": args.experts, "--expert-widths": args.expert_widths}
@@ -290,12 +287,22 @@ def _sweep(args) -> None:
         if given:
             raise MtmoeError(f"sweep: --grid replaces {', '.join(given)} (the variants in the file say them)")
         variants = load_variants(args.grid)
-    grid = Grid(suites=parse_list(args.suites, "--suite"), seeds=parse_ints(args.seeds, "--seeds"),
+    return Grid(suites=parse_list(args.suites, "--suite"), seeds=parse_ints(args.seeds, "--seeds"),
                 placements=parse_list(args.placements or "none,actor,critic,both", "--placements"),
                 moes=parse_list(args.moes, "--moes"), positions=parse_list(args.positions, "--positions"),
                 experts=parse_ints(args.experts, "--experts"),
                 expert_widths=parse_ints(args.expert_widths, "--expert-widths"), algo=args.algo, preset=args.preset,
                 steps=args.steps, budget=args.budget, device=args.device, sets=args.set, variants=variants)
+
+
+def _sweep(args) -> None:
+    import dataclasses
+    from pathlib import Path
+
+    from mtmoe.sweep import sweep
+    from mtmoe.tasks.registry import load_registry
+
+    grid = _sweep_grid(args)
     if args.address and args.backend != "ray":
         raise MtmoeError("sweep: --address needs --backend ray")
     wandb = _wandb_options(args)
