@@ -46,8 +46,8 @@ def collect_probe_batch(env: TaskMixture, per_task: int, seed: int) -> tuple[np.
 @torch.no_grad()
 def probe(nets: dict[str, torch.nn.Module], obs: torch.Tensor, task: torch.Tensor, task_names: list[str]) -> dict:
     """Nested dict: {task: {tower: {dormant@τ, srank, feature_norm}}, weight_norm: {tower},
-    moe: {layer: {load_entropy, task_mi, expert_load, expert_load_per_task: {task: [per expert]}}}}. `nets` maps a name (actor_critic, actor, q1 …)
-    to a network with `probe_activations()`; towers are the ones the network reports (actor,
+    moe: {layer: {load_entropy, task_mi, expert_load, expert_load_per_task: {task: [per expert]}}}}.
+    `nets` maps a name (actor_critic, actor, q1 …) to a network with `probe_activations()`; towers are the ones the network reports (actor,
     critic, encoder for a shared encoder), prefixed by the net's name for Q networks."""
     out: dict = {"tasks": {}, "weight_norm": {}, "moe": {}}
     for name, net in nets.items():

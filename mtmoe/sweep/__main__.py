@@ -1,4 +1,4 @@
-"""`python -m mtmoe.sweep RUN_DIR [--tasks-dir D]`: the worker of one sweep run (both back ends launch it)."""
+"""`python -m mtmoe.sweep RUN_DIR [--tasks-dir D] [--wandb …]`: the worker of one sweep run (both back ends launch it)."""
 
 import sys
 

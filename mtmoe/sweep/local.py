@@ -7,7 +7,6 @@ run is the rule both back ends share, :func:`mtmoe.sweep.jobs.settle`.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -17,7 +16,6 @@ from datetime import datetime
 from pathlib import Path
 
 from mtmoe.errors import MtmoeError
-from mtmoe.runner.config import RunConfig
 from mtmoe.sweep.grid import Grid
 from mtmoe.sweep.jobs import (Job, count_outcomes, prepare, queue_jobs, record_invocation, settle, state_of,
                               worker_command)
@@ -153,6 +151,7 @@ def run_worker(argv: list[str]) -> int:
     import argparse
 
     from mtmoe.runner.logger import WandbOptions
+    from mtmoe.runner.records import read_config
     from mtmoe.runner.run import train
     from mtmoe.tasks.registry import load_registry
 
@@ -165,9 +164,9 @@ def run_worker(argv: list[str]) -> int:
     args = p.parse_args(argv)
     wandb = WandbOptions(project=args.wandb_project, group=args.wandb_group) if args.wandb else None
     run_dir = Path(args.run_dir)
-    cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()), str(run_dir / "config.json"))
     registry = load_registry(args.tasks_dir)
     try:
+        cfg = read_config(run_dir, "python -m mtmoe.sweep")
         if state_of(run_dir) == "resumable":
             train(cfg, registry, run_dir.parent, progress=False, resume=run_dir, wandb=wandb)
         else:
