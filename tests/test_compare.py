@@ -13,6 +13,7 @@ from mtmoe.cli import main
 from mtmoe.compare import compare
 from mtmoe.compare.load import load_runs
 from mtmoe.compare.stats import aggregate_table, nonstationarity_table, score_matrices
+from mtmoe.errors import MtmoeError
 
 TASKS = ["task-a", "task-b", "task-c"]
 RNG = np.random.default_rng(0)
@@ -246,3 +247,53 @@ def test_intrinsic_plot_marks_a_fit_at_its_bound_not_identified(tmp_path):
     assert {line.get_linestyle() for line in good.get_lines()} == {"-"} and "α_N=0.5" in good.get_title()
     assert {line.get_linestyle() for line in bad.get_lines()} == {"--"} and "not identified" in bad.get_title()
     assert any("fit bound" in t.get_text() for t in bad.texts)
+
+
+def _edit_summary(run_dir, **fields):
+    path = run_dir / "summary.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+
+
+def test_diverged_unfinished_and_unstarted_runs_are_listed_and_kept_out_of_the_aggregates(results, tmp_path):
+    clean = compare([results], tmp_path / "clean", reps=200, plots=False, warn=lambda m: None)["suite-x"]["table"]
+    bad = write_run(results, "suite-x", "critic", 7, [50.0, 50.0, 50.0])  # a last evaluation far above the rest
+    _edit_summary(bad, stopped="policy_loss became nan at step 500")
+    unfinished = write_run(results, "suite-x", "none", 8, [0.5, 0.5, 0.5])
+    (unfinished / "summary.json").unlink()
+    names = [f"suite-x/{d.name}" for d in sorted((results / "suite-x").iterdir())] + ["suite-x/ppo-none-s9"]
+    (results / "sweep.json").write_text(json.dumps([{"command": "old call, no folder list", "runs": 3},
+                                                    {"command": "mtmoe sweep …", "run_dirs": names}]))
+    warnings = []
+    out = compare([results], tmp_path / "report", reps=200, plots=False, warn=warnings.append)["suite-x"]
+    assert out["table"]["critic"]["runs"] == 5 and out["table"]["none"]["runs"] == 5
+    assert out["table"]["critic"]["iqm"] == clean["critic"]["iqm"]  # the diverged run changed nothing
+    assert any("diverged (policy_loss became nan at step 500)" in w for w in warnings)
+    books = out["accounting"]
+    assert books["planned"] == 13 and books["seeds"] == {"none": [0, 1, 2, 3, 4], "critic": [0, 1, 2, 3, 4]}
+    assert books["diverged"] == [("critic", 7, "policy_loss became nan at step 500")]
+    assert books["unfinished"] == [str(unfinished)]
+    assert books["never_started"] == [str((results / "suite-x" / "ppo-none-s9").resolve())]
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert ("Runs: 13 planned by sweep.json; 10 in the aggregates, 1 diverged, 1 unfinished, 1 planned but never "
+            "started.") in report
+    assert "critic seed 7: policy_loss became nan at step 500" in report and "ppo-none-s9" in report
+    assert "Machines: not recorded (11 runs)." in report
+
+
+def test_every_run_diverged_is_one_error(tmp_path):
+    _edit_summary(write_run(tmp_path, "s", "none", 0, [1.0, 1.0, 1.0]), stopped="value_loss became inf")
+    with pytest.raises(MtmoeError, match="every finished run diverged"):
+        compare([tmp_path], tmp_path / "report", reps=10, plots=False, warn=lambda m: None)
+
+
+def test_report_gives_flops_per_env_step_and_the_machines(results, tmp_path):
+    for d in (results / "suite-x").iterdir():
+        critic = "critic" in d.name
+        _edit_summary(d, flops={"per_env_step": 2.5e6 if critic else 1.25e6},
+                      machine={"description": "Test CPU, 2 cores, 1 torch thread(s)" if critic else "Other CPU"})
+    out = compare([results], tmp_path / "report", reps=100, plots=False, warn=pytest.fail)["suite-x"]
+    assert out["flops"] == {"none": 1.25e6, "critic": 2.5e6}
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| FLOPs / env step |" in report and "| 2.50M |" in report and "| 1.25M |" in report
+    assert "Machines: Other CPU (5 runs); Test CPU, 2 cores, 1 torch thread(s) (5 runs)." in report \
+        or "Machines: Test CPU, 2 cores, 1 torch thread(s) (5 runs); Other CPU (5 runs)." in report

@@ -328,4 +328,8 @@ def test_a_grid_file_sweep_trains_each_variant_once_per_seed(tmp_path):
     for name in runs:
         summary = json.loads((tmp_path / "out" / "gym-single" / name / "summary.json").read_text())
         assert summary["steps"] >= 1024 and summary["placement"] == name.split("-")[1]
-    assert json.loads((tmp_path / "out" / "sweep.json").read_text())[-1]["grid"]["variants"][1]["moe"] == "topk"
+    call = json.loads((tmp_path / "out" / "sweep.json").read_text())[-1]
+    assert call["grid"]["variants"][1]["moe"] == "topk" and sorted(call["run_dirs"]) == [f"gym-single/{n}" for n in runs]
+    machine = summary["machine"]  # where the run ran, for the report
+    assert machine["cores"] == os.cpu_count() and machine["torch_threads"] >= 1 and machine["gpu"] is None
+    assert machine["cpu"] and machine["description"].startswith(machine["cpu"])

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from mtmoe.compare.accounting import accounting, accounting_md, diverged
 from mtmoe.compare.continual import continual_world_table
-from mtmoe.compare.load import RunResult, load_runs
+from mtmoe.compare.load import RunResult, find_run_dirs, load_runs
 from mtmoe.compare.stats import (SUCCESS_SCORES, aggregate_table, label_order, nonstationarity_table,
                                  performance_profiles, score_matrices)
+from mtmoe.errors import MtmoeError
 
 
 MIN_SEEDS = 5
@@ -31,6 +33,12 @@ def compare(paths: list[Path], out: Path, score: str = "eval", reps: int = 2000,
 
     check_mode(normalize)
     runs = load_runs(paths, warn)
+    books = accounting(paths, find_run_dirs(paths), runs)
+    for r in diverged(runs):
+        warn(f"{r.path}: diverged ({r.summary['stopped']}); left out of the aggregates, listed in the report")
+    runs = [r for r in runs if not r.summary.get("stopped")]
+    if not runs:
+        raise MtmoeError("compare: every finished run diverged; nothing to compare (see the warnings)")
     renormalized = renormalize(runs, load_registry_quietly(tasks_dirs)) if normalize == "reference" else {}
     frame = runs_frame(runs) if plots else None
     out.mkdir(parents=True, exist_ok=True)
@@ -46,6 +54,7 @@ def compare(paths: list[Path], out: Path, score: str = "eval", reps: int = 2000,
             continue
         entry["continual_world"] = continual_world_table(group, runs)
         entry["renormalized"], entry["normalize"] = renormalized.get(suite, []), normalize
+        entry["accounting"] = books.get(suite)
         if plots:
             entry["plots"] = _plots(group, frame[frame["suite"] == suite], entry, out, suite, reps, seed)
         result[suite] = entry
@@ -74,7 +83,7 @@ def _suite_entry(group: list[RunResult], score: str, reps: int, seed: int, norma
     return {"other": {"score": other, "table": aggregate_table(other_mats, reps=reps, seed=seed) if other_mats
                       else {}, "normalization": other_how},
             "table": table, "tasks": tasks, "normalization": how, "scores": {k: v.tolist() for k, v in mats.items()},
-            "per_task": _per_task(group, tasks, score), "params": _params(group),
+            "per_task": _per_task(group, tasks, score), "params": _params(group), "flops": _flops(group),
             "steps": _steps(group), "nonstationarity": nonstationarity_table(group), "plots": {}}
 
 
@@ -123,6 +132,16 @@ def _params(group: list[RunResult]) -> dict[str, dict[str, int]]:
     return out
 
 
+def _flops(group: list[RunResult]) -> dict[str, float]:
+    """{label: counted training FLOPs per env step} (summary.json's `flops`; runs without it are left out)."""
+    out = {}
+    for r in group:
+        per_step = (r.summary.get("flops") or {}).get("per_env_step")
+        if per_step and r.label not in out:
+            out[r.label] = float(per_step)
+    return out
+
+
 def _steps(group: list[RunResult]) -> dict[str, tuple[int, float]]:
     """{label: (env steps, mean training steps/s)}."""
     out = {}
@@ -137,8 +156,11 @@ def _ci(v) -> str:
     return "-" if v is None else f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
 
 
-def _k(n: int) -> str:
-    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+def _k(n: float) -> str:
+    for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}" if unit != "k" else f"{n / scale:.1f}k"
+    return f"{n:g}"
 
 
 def main_rows(entry: dict) -> list[list[str]]:
@@ -148,12 +170,13 @@ def main_rows(entry: dict) -> list[list[str]]:
         towers = " · ".join(f"{k} {_k(v)}" for k, v in params.items() if k != "total")
         rows.append([label, str(st["runs"]), _ci(st["iqm"]), _ci(st["mean"]), _ci(st["median"]),
                      _ci(st["p_improve"]) if st["p_improve"] is not None else "-", towers,
+                     _k(entry["flops"][label]) if label in entry.get("flops", {}) else "-",
                      f"{entry['steps'][label][1]:,.0f}"])
     return rows
 
 
 MAIN_HEADER = ["label", "runs", "IQM [95% CI]", "mean [95% CI]", "median [95% CI]", "P(> none) [95% CI]",
-               "parameters", "steps/s"]
+               "parameters", "FLOPs / env step", "steps/s"]
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -200,9 +223,13 @@ def render_report(result: dict, paths: list[Path], score: str, reps: int, seed: 
           f"{reps} stratified-bootstrap resamples (seed {seed}), 95% percentile CIs. "
           f"P(> none): probability that a run of the label beats a run of placement none on a task "
           f"(Agarwal et al. 2021). Normalization (`--normalize {normalize}`): {NORMALIZE_TEXT[normalize]}. "
-          "steps/s depend on the machine's load while the runs ran.", ""]
+          "FLOPs / env step: the training FLOPs counted per env step (acting and updates: matrix products and "
+          "convolutions, forward and backward). steps/s depend on the machine's load while the runs ran.", ""]
     for suite, e in result.items():
-        md += [f"## {suite}", "", f"Env steps per run: {', '.join(f'{k}: {v[0]:,}' for k, v in e['steps'].items())}.", "",
+        md += [f"## {suite}", ""]
+        if e.get("accounting"):
+            md += accounting_md(e["accounting"])
+        md += [f"Env steps per run: {', '.join(f'{k}: {v[0]:,}' for k, v in e['steps'].items())}.", "",
                _md_table(MAIN_HEADER, main_rows(e)), "",
                "Normalization: " + "; ".join(f"{t}: {h}" for t, h in e["normalization"].items()) + ".", ""]
         if e.get("renormalized"):

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 from collections import defaultdict, deque
@@ -29,6 +31,29 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return (sha + ("+dirty" if dirty else "")) if sha else None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine_info(device) -> dict:
+    """summary.json's `machine`: where the run ran (results from different machines are not
+    comparable in speed), and a one-line `description` of it."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(device) if str(device).startswith("cuda") else None
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "gpu": gpu}
+    info["description"] = f"{gpu or info['cpu']}, {info['cores']} cores, {info['torch_threads']} torch thread(s)"
+    return info
 
 
 def run_name(cfg: RunConfig) -> str:

@@ -27,7 +27,8 @@ from mtmoe.agents.registry import get_algo
 from mtmoe.errors import ConfigError, MtmoeError
 from mtmoe.runner.checkpoint import CHECKPOINT, RunState, restore_checkpoint, save_checkpoint
 from mtmoe.runner.config import RunConfig
-from mtmoe.runner.records import EpisodeLog, flops_record, new_run_dir, normalization_of, write_config, write_summary
+from mtmoe.runner.records import (EpisodeLog, flops_record, machine_info, new_run_dir, normalization_of, write_config,
+                                  write_summary)
 from mtmoe.runner.logger import RunLogger, WandbOptions, import_wandb
 from mtmoe.runner.periodic import EpisodeStats, Evaluation, Progress, Prober, log_schedule, log_training
 from mtmoe.tasks import make_mixture
@@ -251,7 +252,7 @@ class TrainingLoop:
             "moe": cfg.net.moe, "seed": cfg.seed, "steps": steps, "wall_time_s": round(elapsed, 1),
             "eval_and_probe_time_s": round(st.measuring, 1),
             "steps_per_s": round(steps / max(elapsed - st.measuring, 1e-9), 1), "device": str(self.device),
-            "envs": "tensor" if getattr(env, "on_device", False) else "host",
+            "machine": machine_info(self.device), "envs": "tensor" if getattr(env, "on_device", False) else "host",
             "first_return": st.first_means, "final_return": st.log.means(), "final_normalized": st.log.norm_means(),
             "final_success": st.episode_stats.means("success") or None,
             "episodes": dict(st.log.count),

@@ -99,15 +99,18 @@ def queue_jobs(configs: list[RunConfig], out: Path, threads: int, gpus: int, job
     return queue
 
 
-def record_invocation(out: Path, grid: Grid, n: int) -> None:
-    """Append this invocation to <out>/sweep.json (the grids that filled the folder)."""
+def record_invocation(out: Path, grid: Grid, configs: list[RunConfig]) -> None:
+    """Append this invocation to <out>/sweep.json (the grids that filled the folder), with the run
+    folders it plans (`runs`, relative to <out>), so `mtmoe compare` can tell a run that never
+    finished from one that was never planned."""
     path = out / "sweep.json"
     try:
         history = json.loads(path.read_text()) if path.is_file() else []
     except json.JSONDecodeError:
         history = []
+    planned = [str(run_folder(out, cfg).relative_to(out)) for cfg in configs]
     history.append({"time": datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv),
-                    "runs": n, "grid": {k: v for k, v in grid.__dict__.items()}})
+                    "runs": len(configs), "run_dirs": planned, "grid": {k: v for k, v in grid.__dict__.items()}})
     path.write_text(json.dumps(history, indent=2))
 
 

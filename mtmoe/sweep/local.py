@@ -89,7 +89,7 @@ def sweep(grid: Grid, registry: Registry, out: Path, jobs: int = 0, retries: int
         print(shape.note, file=sys.stderr)
     jobs, gpus = shape.jobs, len(set(shape.gpu_of))
     out.mkdir(parents=True, exist_ok=True)
-    record_invocation(out, grid, len(configs))
+    record_invocation(out, grid, configs)
     queue = queue_jobs(configs, out, shape.threads, gpus, LocalJob)
     view = SweepView(queue, sys.stderr.isatty() if progress is None else progress)
     free = list(range(jobs))

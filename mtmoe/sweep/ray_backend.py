@@ -191,7 +191,7 @@ def sweep_ray(grid: Grid, registry: Registry, out: Path, jobs: int = 0, retries:
         if not gpus and runs_per_device > 1:
             print(f"sweep: the Ray cluster has no GPU, so --runs-per-device {runs_per_device} has no effect",
                   file=sys.stderr)
-        record_invocation(out, grid, len(configs))
+        record_invocation(out, grid, configs)
         queue = queue_jobs(configs, out, threads, gpus, RayJob)
         task = ray.remote(_attempt).options(num_cpus=threads, num_gpus=gpu_share(runs_per_device) if gpus else 0,
                                             max_retries=retries, retry_exceptions=False)
