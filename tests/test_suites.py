@@ -40,8 +40,17 @@ SMALL = {"atari-multitask": 5, "atari-continual": 2, "procgen-multitask": 4, "pr
          "minatar-multitask": 6, "minatar-continual": 4, "minatar5-multitask": 5, "minatar-single": 4}
 
 
-# the generated mt1-* / cw1-* suites differ only in their task (each task builds in the test above)
-SUITES = sorted(s for s in REGISTRY.suites if s[:4] not in ("mt1-", "cw1-") or s in ("mt1-reach", "cw1-hammer"))
+# the generated mt1-* / cw1-* / minatar1-* suites differ only in their task (each task builds in the test above)
+SUITES = sorted(s for s in REGISTRY.suites if not s.startswith(("mt1-", "cw1-", "minatar1-"))
+                or s in ("mt1-reach", "cw1-hammer", "minatar1-breakout"))
+
+
+def test_minatar1_gives_each_minatar_game_its_own_suite_with_the_preset():
+    games = sorted(t for t, spec in REGISTRY.tasks.items() if spec.backend == "minatar")
+    assert len(games) == 5
+    for game in games:
+        suite = REGISTRY.suite("minatar1-" + game.removeprefix("minatar-"))
+        assert suite.tasks == (game,) and suite.preset == "ppo-minatar" and suite.num_envs == 64
 
 
 @pytest.mark.parametrize("suite", SUITES)

@@ -21,9 +21,11 @@ from mtmoe.runner.config import load_preset
 from mtmoe.tasks import load_registry
 
 REGISTRY = load_registry()
-# built-in suites; of the generated mt1-* (50) and cw1-* (10) suites (one per task, one file each) one stands for all
+# built-in suites; of the generated mt1-* (50), cw1-* (10) and minatar1-* (5) suites (one per task, one file
+# each) one stands for all
+GENERATED, STAND_INS = ("mt1-", "cw1-", "minatar1-"), ("mt1-reach", "cw1-hammer", "minatar1-breakout")
 BUILTIN = sorted(name for name, s in REGISTRY.suites.items() if "/tasks/suites/" in s.source.replace("\\", "/")
-                 and (name[:4] not in ("mt1-", "cw1-") or name in ("mt1-reach", "cw1-hammer")))
+                 and (not name.startswith(GENERATED) or name in STAND_INS))
 
 
 def _placement(suite) -> str:
