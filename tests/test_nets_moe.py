@@ -185,6 +185,60 @@ def test_task_routing_big_towers():
             assert g[1] > 0 and g[0] == 0 and g[2] == 0
 
 
+def _conv_towers(E=4):
+    from mtmoe.nets.experts import ExpertTower
+    from mtmoe.nets.torsos import build_torso
+    from mtmoe.nets.tower import FlatTower
+
+    cfg = NetConfig(hidden=(16, 8), torso="minatar")
+    shape = (4, 10, 10)  # + 2 conditioning inputs: 402 per sample
+    return ExpertTower(lambda: FlatTower(shape, 3, cfg, lambda: build_torso("minatar", shape, cfg), 2, 1.0), E)
+
+
+def _values_and_grads(towers, paths, *args):
+    results = []
+    for path in paths:
+        towers.zero_grad()
+        out, hidden = path(*args)
+        (out.square().sum() + hidden.sum()).backward()
+        results.append((out, hidden, {n: p.grad.clone() for n, p in towers.params.items()}))
+    return results
+
+
+def test_big_towers_one_call_per_tower_equal_the_vmapped_call():
+    """On a CPU ExpertTower runs one call per tower; the values and gradients are vmap's."""
+    torch.manual_seed(0)
+    towers = _conv_towers()
+    x = torch.randn(4, 5, 402)
+    (out, hidden, grads), (ref_out, ref_hidden, ref_grads) = _values_and_grads(
+        towers, (towers, towers.vmapped), x)
+    assert out.shape == (4, 5, 3)
+    torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(hidden, ref_hidden, rtol=1e-5, atol=1e-5)
+    for n in grads:
+        torch.testing.assert_close(grads[n], ref_grads[n], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("m", [1, 3])
+def test_big_towers_routed_per_tower_equal_running_all_and_keeping_the_routed(m):
+    """ExpertTower.forward_indexed on a CPU (each tower on its own samples, one absent) gives the
+    values and parameter gradients of running every tower on every sample (the path off a CPU)."""
+    from mtmoe.nets.experts import run_all_keep_routed
+
+    torch.manual_seed(0)
+    towers = _conv_towers()
+    x = torch.randn(7, m, 402)
+    idx = torch.tensor([2, 0, 2, 3, 0, 0, 2])  # tower 1 gets no sample
+    (out, hidden, grads), (ref_out, ref_hidden, ref_grads) = _values_and_grads(
+        towers, (towers.forward_indexed, lambda x, i: run_all_keep_routed(towers, x, i)), x, idx)
+    assert out.shape == (7, m, 3) and hidden.shape == ref_hidden.shape
+    torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(hidden, ref_hidden, rtol=1e-5, atol=1e-5)
+    for n in grads:
+        torch.testing.assert_close(grads[n], ref_grads[n], rtol=1e-4, atol=1e-5)
+        assert grads[n][1].abs().sum() == 0 and grads[n][0].abs().sum() > 0
+
+
 # ---------------------------------------------------------------- telemetry, all kinds
 @pytest.mark.parametrize("kind", ["softmoe", "topk", "task", "dense"])
 @pytest.mark.parametrize("position", ["penultimate", "final", "all", "big"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..config import NetConfig
+from ..experts import run_all_keep_routed
 from .base import MakeExperts, MoELayer
 
 
@@ -24,16 +25,12 @@ class TaskMoE(MoELayer):
     def forward(self, x: torch.Tensor, task_id: torch.Tensor | None = None) -> torch.Tensor:
         if task_id is None:
             raise ValueError("task-routed MoE needs task_id (a LongTensor of shape (B,))")
-        B, m, d = x.shape
-        E = self.num_experts
-        idx = task_id.long() % E
-        if hasattr(self.experts, "forward_indexed"):
+        B, m, _ = x.shape
+        idx = task_id.long() % self.num_experts
+        if hasattr(self.experts, "forward_indexed"):  # the built-in experts route cheaply
             y, hidden = self.experts.forward_indexed(x, idx)
-        else:  # generic experts (e.g. whole towers): run all, keep the routed one
-            out, hidden = self.experts(x.reshape(1, B * m, d).expand(E, -1, -1))
-            rows = torch.arange(B, device=x.device)
-            y = out.view(E, B, m, -1).transpose(0, 1)[rows, idx]
-            hidden = hidden.view(E, B, m, -1).transpose(0, 1)[rows, idx]
+        else:  # other experts: run all, keep the routed one
+            y, hidden = run_all_keep_routed(self.experts, x, idx)
 
         self.emit(task_id=task_id, idx=idx, m=m)  # no aux loss
         self.keep_hidden(hidden, idx.unsqueeze(1).expand(B, m))
