@@ -297,3 +297,18 @@ def test_report_gives_flops_per_env_step_and_the_machines(results, tmp_path):
     assert "| FLOPs / env step |" in report and "| 2.50M |" in report and "| 1.25M |" in report
     assert "Machines: Other CPU (5 runs); Test CPU, 2 cores, 1 torch thread(s) (5 runs)." in report \
         or "Machines: Test CPU, 2 cores, 1 torch thread(s) (5 runs); Other CPU (5 runs)." in report
+
+
+def test_labels_of_a_grid_name_the_axes_that_vary_and_omit_the_automatic_width(tmp_path):
+    variants = [("none", None, None, 0, 0), ("critic", "softmoe", "penultimate", 4, 0),
+                ("both", "task", "big", 3, 0), ("critic", "topk", "penultimate", 4, 0),
+                ("critic", "softmoe", "penultimate", 1, 256)]
+    for i, (placement, moe, position, experts, width) in enumerate(variants):
+        path = write_run(tmp_path, "s", placement, i, [1.0, 1.0, 1.0])
+        config = json.loads((path / "config.json").read_text())
+        config["net"] = {"placement": placement, "moe": moe, "position": position, "num_experts": experts,
+                         "expert_width": width}
+        (path / "config.json").write_text(json.dumps(config))
+    labels = sorted(r.label for r in load_runs([tmp_path], pytest.fail))
+    assert labels == sorted(["none", "critic/softmoe/penultimate/e4", "both/task/big/e3", "critic/topk/penultimate/e4",
+                             "critic/softmoe/penultimate/e1/w256"])

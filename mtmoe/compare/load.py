@@ -197,12 +197,21 @@ def assign_labels(runs: list[RunResult]) -> None:
             parts = [ax["placement"]]
             dense_sized = ax["placement"] == "none" and ax["experts"]  # a width-matched dense twin
             if ax["placement"] != "none" or dense_sized:
-                parts += [f"e{ax[a]}" if a == "experts" else f"w{ax[a]}" if a == "expert_width" else str(ax[a])
-                          for a in varying if not dense_sized or a in ("experts", "expert_width")]
+                parts += [_axis_part(a, ax[a]) for a in varying if not dense_sized or a in ("experts", "expert_width")]
+                parts = [p for p in parts if p]
             r.label = "/".join(parts)
         if len({r.backend for r in group}) > 1:  # never pool mtmoe's PPO with Sample Factory's APPO
             for r in group:
                 r.label += f" [{r.backend}]" if r.backend != "mtmoe" else ""
+
+
+def _axis_part(axis: str, value) -> str:
+    """A label's part for one axis: e4, w256 (no part for the automatic expert width, 0)."""
+    if axis == "experts":
+        return f"e{value}"
+    if axis == "expert_width":
+        return f"w{value}" if value else ""
+    return str(value)
 
 
 def backend_suffix(label: str) -> str:
