@@ -71,9 +71,13 @@ def profile_plot(taus, profiles, cis, path: Path, title: str, keep: bool = False
     return path
 
 
-def _legend(fig, axes) -> None:
-    """One legend for the figure (top left, one row), from whichever panel has all the lines; the
-    dotted task-switch marker gets its own entry when a panel draws one."""
+LEGEND_COLUMNS = 4  # entries per legend row: long grid labels (e.g. critic/softmoe/penultimate/e1/w256) fit
+
+
+def _legend(fig, axes) -> int:
+    """One legend for the figure (under the title, at most LEGEND_COLUMNS entries a row), from
+    whichever panel has all the lines; the dotted task-switch marker gets its own entry when a
+    panel draws one. Returns its number of rows."""
     best = max((ax.get_legend_handles_labels() for ax in axes.flat), key=lambda hl: len(hl[0]))
     handles, labels = list(best[0]), list(best[1])
     if any(getattr(line, "_mtmoe_switch", False) for ax in axes.flat for line in ax.get_lines()):
@@ -81,8 +85,12 @@ def _legend(fig, axes) -> None:
 
         handles.append(Line2D([], [], color="gray", ls=":", lw=0.8))
         labels.append(SWITCH_LABEL)
-    if handles:
-        fig.legend(handles, labels, loc="upper left", fontsize=8, ncol=len(handles), frameon=False)
+    if not handles:
+        return 0
+    ncol = min(len(handles), LEGEND_COLUMNS)
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.975), fontsize=8, ncol=ncol,
+               frameon=False)
+    return -(-len(handles) // ncol)
 
 
 def _steps_axis(ax) -> None:
@@ -112,9 +120,9 @@ def _band_panel(ax, bands: dict, colors: dict, runs: list[RunResult], title: str
 
 
 def _finish(fig, axes, title: str, path: Path) -> Path:
-    _legend(fig, axes)
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    rows = _legend(fig, axes)
+    fig.suptitle(title, y=0.995)
+    fig.tight_layout(rect=(0, 0, 1, 0.97 - 0.035 * rows))  # room for the title and the legend's rows
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
