@@ -55,7 +55,7 @@ def _records(run_dir: Path) -> list[dict]:
 
 
 def test_every_builtin_suite_is_covered():
-    assert len(BUILTIN) == 19, BUILTIN
+    assert len(BUILTIN) == 20, BUILTIN
 
 
 def _check_run(suite, out: Path, steps: int) -> None:
