@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,6 +127,10 @@ def test_nonstationarity_table_averages_seeds(tmp_path):
     assert row["recover_steps"] == pytest.approx(150) and row["recovered"] == "2/2"
     # training curves of a continual run are kept only inside the task's phases
     assert all(0 < s <= 500 for s, _ in runs[0].train[TASKS[0]])
+    compare([tmp_path], tmp_path / "report", reps=100, plots=False, warn=lambda m: None)
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "normalized evaluation scores" in report and "raw units" not in report
+    assert f"| critic | 1 | {TASKS[1]} | 500 | 1 | - | 150 | 2/2 |" in report
 
 
 def test_cli_compare_prints_the_table_and_fails_cleanly(results, tmp_path, capsys):
@@ -254,7 +259,8 @@ def _edit_summary(run_dir, **fields):
     path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
 
 
-def test_diverged_unfinished_and_unstarted_runs_are_listed_and_kept_out_of_the_aggregates(results, tmp_path):
+def test_diverged_unfinished_and_unstarted_runs_are_listed_and_kept_out_of_the_aggregates(results, tmp_path,
+                                                                                           monkeypatch):
     clean = compare([results], tmp_path / "clean", reps=200, plots=False, warn=lambda m: None)["suite-x"]["table"]
     bad = write_run(results, "suite-x", "critic", 7, [50.0, 50.0, 50.0])  # a last evaluation far above the rest
     _edit_summary(bad, stopped="policy_loss became nan at step 500")
@@ -264,6 +270,7 @@ def test_diverged_unfinished_and_unstarted_runs_are_listed_and_kept_out_of_the_a
     (results / "sweep.json").write_text(json.dumps([{"command": "old call, no folder list", "runs": 3},
                                                     {"command": "mtmoe sweep …", "run_dirs": names}]))
     warnings = []
+    monkeypatch.chdir(results.parent)  # a planned folder is shown as typed from here, not as an absolute path
     out = compare([results], tmp_path / "report", reps=200, plots=False, warn=warnings.append)["suite-x"]
     assert out["table"]["critic"]["runs"] == 5 and out["table"]["none"]["runs"] == 5
     assert out["table"]["critic"]["iqm"] == clean["critic"]["iqm"]  # the diverged run changed nothing
@@ -272,7 +279,7 @@ def test_diverged_unfinished_and_unstarted_runs_are_listed_and_kept_out_of_the_a
     assert books["planned"] == 13 and books["seeds"] == {"none": [0, 1, 2, 3, 4], "critic": [0, 1, 2, 3, 4]}
     assert books["diverged"] == [("critic", 7, "policy_loss became nan at step 500")]
     assert books["unfinished"] == [str(unfinished)]
-    assert books["never_started"] == [str((results / "suite-x" / "ppo-none-s9").resolve())]
+    assert books["never_started"] == [str(Path(results.name) / "suite-x" / "ppo-none-s9")]
     report = (tmp_path / "report" / "report.md").read_text()
     assert ("Runs: 13 planned by sweep.json; 10 in the aggregates, 1 diverged, 1 unfinished, 1 planned but never "
             "started.") in report

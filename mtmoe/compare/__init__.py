@@ -253,9 +253,11 @@ def render_report(result: dict, paths: list[Path], score: str, reps: int, seed: 
         if e.get("continual_world"):
             md += _continual_world_md(e["continual_world"])
         if e["nonstationarity"]:
-            md += ["Non-stationarity per switch (evaluation returns, raw units; forgetting: score of earlier tasks "
-                   "at the end of their phase minus at the end of this one, averaged over them; drop: on a task's "
-                   "return; recovery: env steps until it regains its earlier level):", ""]
+            md += ["Non-stationarity per switch (normalized evaluation scores as each run recorded them, with its "
+                   "tasks' normalization; forgetting: score of earlier tasks at the end of their phase minus at the "
+                   "end of this one, averaged over them; drop: on a task's return, the score at the end of its last "
+                   "phase minus its first score in this one; recovery: env steps until it regains that level; drop "
+                   "and recovery are \"-\" for a task's first phase, where it has no earlier level):", ""]
             rows = []
             for label, ns in e["nonstationarity"].items():
                 for row in ns["rows"]:

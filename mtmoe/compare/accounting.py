@@ -47,6 +47,14 @@ def planned_runs(paths: list[Path]) -> set[Path]:
     return {d for d in planned if any(d == r or r in d.parents for r in roots)}
 
 
+def _shown(folder: Path) -> str:
+    """A resolved folder as the user would type it: relative to the working directory when inside it."""
+    try:
+        return str(folder.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(folder)
+
+
 def accounting(paths: list[Path], run_dirs: list[Path], runs: list[RunResult]) -> dict[str, dict]:
     """{suite: {seeds: {label: [seed…]}, diverged: [(label, seed, why)], unfinished: [folder…],
     never_started: [folder…], planned: n or None, machines: {description: runs}}}."""
@@ -75,7 +83,7 @@ def accounting(paths: list[Path], run_dirs: list[Path], runs: list[RunResult]) -
         suite = d.parent.name
         entry(suite)["planned"] = (entry(suite)["planned"] or 0) + 1
         if d not in existing:
-            entry(suite)["never_started"].append(str(d))
+            entry(suite)["never_started"].append(_shown(d))
     for e in out.values():
         e["seeds"] = {k: sorted(e["seeds"][k], key=str) for k in label_order(e["seeds"])}
         e["machines"] = dict(e["machines"])
