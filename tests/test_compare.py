@@ -319,3 +319,10 @@ def test_labels_of_a_grid_name_the_axes_that_vary_and_omit_the_automatic_width(t
     labels = sorted(r.label for r in load_runs([tmp_path], pytest.fail))
     assert labels == sorted(["none", "critic/softmoe/penultimate/e4", "both/task/big/e3", "critic/topk/penultimate/e4",
                              "critic/softmoe/penultimate/e1/w256"])
+
+
+@pytest.mark.parametrize("step, label", [(0, "0"), (250_000, "250k"), (1_000_000, "1M"), (1_500_000, "1.5M")])
+def test_step_ticks_read_as_people_write_them(step, label):
+    from mtmoe.compare.plots import steps_label
+
+    assert steps_label(step) == label

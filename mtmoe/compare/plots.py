@@ -93,11 +93,18 @@ def _legend(fig, axes) -> int:
     return -(-len(handles) // ncol)
 
 
+def steps_label(v: float, _pos=None) -> str:
+    """An env-step tick: 0, 250k, 1.5M."""
+    if v == 0:
+        return "0"
+    return f"{v / 1e6:g}M" if abs(v) >= 1e6 else f"{v / 1e3:g}k"
+
+
 def _steps_axis(ax) -> None:
     """Env steps as 250k / 1.5M instead of raw integers that run into each other."""
     from matplotlib.ticker import FuncFormatter
 
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e6:g}M" if v >= 1e6 else f"{v / 1e3:g}k"))
+    ax.xaxis.set_major_formatter(FuncFormatter(steps_label))
     ax.set_xlabel("env steps")
 
 
