@@ -41,6 +41,8 @@ def sb3_learn_clock(at: int):
 
 
 def cpu_model() -> str:
+    """The CPU's model name; a twin of mtmoe.runner.records.cpu_model because bench_gymnax.py runs
+    in a venv without mtmoe."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

@@ -44,15 +44,36 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def cpu_generation(cpuinfo: str | None = None) -> str | None:
+    """e.g. "family 26 model 2, AVX-512", from /proc/cpuinfo's text (read when not given): two CPUs
+    with one model name ("AMD EPYC" on a cloud VM) can differ 2x in speed, and the vector
+    extension is most of that difference for torch."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    fields = {}
+    for line in cpuinfo.splitlines():  # the first processor's block is enough
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    simd = next((name for flag, name in (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+                 if flag in flags), None)
+    parts = [f"family {fields['cpu family']} model {fields['model']}"] if "cpu family" in fields else []
+    return ", ".join(parts + ([simd] if simd else [])) or None
+
+
 def machine_info(device) -> dict:
     """summary.json's `machine`: where the run ran (results from different machines are not
     comparable in speed), and a one-line `description` of it."""
     import torch
 
     gpu = torch.cuda.get_device_name(device) if str(device).startswith("cuda") else None
-    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "gpu": gpu}
-    info["description"] = f"{gpu or info['cpu']}, {info['cores']} cores, {info['torch_threads']} torch thread(s)"
+    info = {"cpu": cpu_model(), "cpu_generation": cpu_generation(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "gpu": gpu}
+    cpu = info["cpu"] + (f" ({info['cpu_generation']})" if info["cpu_generation"] else "")
+    info["description"] = f"{gpu or cpu}, {info['cores']} cores, {info['torch_threads']} torch thread(s)"
     return info
 
 
