@@ -224,7 +224,8 @@ def render_report(result: dict, paths: list[Path], score: str, reps: int, seed: 
           f"P(> none): probability that a run of the label beats a run of placement none on a task "
           f"(Agarwal et al. 2021). Normalization (`--normalize {normalize}`): {NORMALIZE_TEXT[normalize]}. "
           "FLOPs / env step: the training FLOPs counted per env step (acting and updates: matrix products and "
-          "convolutions, forward and backward). steps/s depend on the machine's load while the runs ran.", ""]
+          "convolutions, forward and backward). steps/s: the mean over a label's runs of training env steps/s, "
+          "which depend on the machine (each suite's \"Machines\" line) and its load while the runs ran.", ""]
     for suite, e in result.items():
         md += [f"## {suite}", ""]
         if e.get("accounting"):
