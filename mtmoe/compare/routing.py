@@ -46,7 +46,9 @@ def expert_load_plot(runs: list[RunResult], path: Path, title: str) -> Path | No
             for layer in sorted(layer for lab, layer in tables if lab == label)]
     cols = min(4, len(keys))
     rows = -(-len(keys) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), squeeze=False)
+    # constrained layout: long task names and two-line titles would otherwise run into the
+    # neighbouring panels (8 grid labels in 3 rows did)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.8 * cols, 3.0 * rows), squeeze=False, layout="constrained")
     for ax in axes.flat[len(keys):]:
         ax.axis("off")
     for ax, key in zip(axes.flat, keys):
@@ -59,7 +61,7 @@ def expert_load_plot(runs: list[RunResult], path: Path, title: str) -> Path | No
         for (i, j), v in np.ndenumerate(load):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v < 0.5 else "black")
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="share of the task's tokens")
-    fig.suptitle(f"{title}: expert load per task (final probe)", y=1.0 + 0.12 / rows)
+    fig.suptitle(f"{title}: expert load per task (final probe)")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
