@@ -60,7 +60,7 @@ def cpu_generation(cpuinfo: str | None = None) -> str | None:
     flags = set(fields.get("flags", "").split())
     simd = next((name for flag, name in (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
                  if flag in flags), None)
-    parts = [f"family {fields['cpu family']} model {fields['model']}"] if "cpu family" in fields else []
+    parts = [f"family {fields['cpu family']} model {fields.get('model', '?')}"] if "cpu family" in fields else []
     return ", ".join(parts + ([simd] if simd else [])) or None
 
 
