@@ -347,8 +347,9 @@ ZEN5 = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 
 def test_the_machine_record_tells_cpu_generations_apart(flags, expected):
     """Runs on two "AMD EPYC" VMs ran 3.1k and 7.5k env steps/s: the record names family, model and
     the widest vector extension, of the first processor (not a later one's)."""
-    from mtmoe.runner.records import cpu_generation
+    from mtmoe.runner.records import cpu_fields, cpu_generation, cpu_model
 
     text = ZEN5 + f"flags\t\t: {flags}\n\nprocessor\t: 1\ncpu family\t: 25\nflags\t\t: fpu\n"
-    assert cpu_generation(text) == expected
-    assert cpu_generation("") is None
+    assert cpu_generation(cpu_fields(text)) == expected
+    assert cpu_model(cpu_fields(text)) == "AMD EPYC"
+    assert cpu_generation(cpu_fields("")) is None

@@ -33,30 +33,29 @@ def git_commit() -> str | None:
     return (sha + ("+dirty" if dirty else "")) if sha else None
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def cpu_generation(cpuinfo: str | None = None) -> str | None:
-    """e.g. "family 26 model 2, AVX-512", from /proc/cpuinfo's text (read when not given): two CPUs
-    with one model name ("AMD EPYC" on a cloud VM) can differ 2x in speed, and the vector
-    extension is most of that difference for torch."""
+def cpu_fields(cpuinfo: str | None = None) -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo's text (read when not given; {} off Linux)."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
-            return None
-    fields = {}
-    for line in cpuinfo.splitlines():  # the first processor's block is enough
+            return {}
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():  # setdefault: a later processor's block does not overwrite
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_model(fields: dict[str, str] | None = None) -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module says."""
+    fields = cpu_fields() if fields is None else fields
+    return fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_generation(fields: dict[str, str]) -> str | None:
+    """e.g. "family 26 model 2, AVX-512": two CPUs with one model name ("AMD EPYC" on a cloud VM)
+    can differ 2x in speed, and the vector extension is most of that difference for torch."""
     flags = set(fields.get("flags", "").split())
     simd = next((name for flag, name in (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
                  if flag in flags), None)
@@ -70,7 +69,8 @@ def machine_info(device) -> dict:
     import torch
 
     gpu = torch.cuda.get_device_name(device) if str(device).startswith("cuda") else None
-    info = {"cpu": cpu_model(), "cpu_generation": cpu_generation(), "cores": os.cpu_count(),
+    fields = cpu_fields()  # /proc/cpuinfo read once for both
+    info = {"cpu": cpu_model(fields), "cpu_generation": cpu_generation(fields), "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "gpu": gpu}
     cpu = info["cpu"] + (f" ({info['cpu_generation']})" if info["cpu_generation"] else "")
     info["description"] = f"{gpu or cpu}, {info['cores']} cores, {info['torch_threads']} torch thread(s)"
