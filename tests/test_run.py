@@ -130,6 +130,26 @@ def test_resumed_run_equals_the_uninterrupted_run(tmp_path, suite, algo, steps, 
     assert a["final_return"] == b["final_return"] and a["eval"] == b["eval"] and b["resumed"]
 
 
+@pytest.mark.parametrize("show", [False, True])
+def test_progress_of_a_resumed_run_counts_only_the_steps_trained_since(monkeypatch, capsys, show):
+    """Resumed at step 300,000, 4,000 steps in 2 s is 2,000 steps/s (not 152,000: every step over
+    the time since the resume), in the plain lines and the rich bar alike."""
+    from mtmoe.runner import periodic
+
+    clock = iter([100.0, 100.0, 102.0, 102.0])
+    monkeypatch.setattr(periodic.time, "time", lambda: next(clock))
+    bar = periodic.Progress(3_000_000, ["a"], show=show)
+    bar.begin_at(300_000)
+    bar.update(304_000, {"a": 1.0})
+    if show:
+        task = bar.bar.tasks[0]
+        shown = (task.completed, task.fields["sps"])
+        bar.close()
+        assert shown == (304_000, "2,000")
+    else:
+        assert "step 304,000/3,000,000  2,000 steps/s  a: 1.0" in capsys.readouterr().err
+
+
 def test_resume_without_saved_envs_continues_at_the_right_phase(tmp_path):
     """MuJoCo envs cannot be saved exactly: the resumed run restarts episodes, not the schedule."""
     cfg, _ = compose(REGISTRY, "mujoco-continual", algo="ppo", steps=6 * 16 * 8,

@@ -143,7 +143,7 @@ class Progress:
     def __init__(self, total: int, tasks: list[str], show: bool):
         self.total, self.tasks, self.show = total, tasks, show
         self.next_line = 0
-        self.start = time.time()
+        self.start, self.first_step = time.time(), 0
         if show:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -157,8 +157,14 @@ class Progress:
     def _fmt(means: dict) -> str:
         return "  ".join(f"{t}: {m:.1f}" for t, m in means.items() if m is not None)
 
+    def begin_at(self, step: int) -> None:
+        """Training starts (or resumes) at `step`: steps/s and the ETA count only the steps trained from here."""
+        self.start, self.first_step = time.time(), step
+        if self.show:
+            self.bar.reset(self.task, completed=step, sps="-", returns="")
+
     def update(self, step: int, means: dict) -> None:
-        sps = step / max(time.time() - self.start, 1e-9)
+        sps = (step - self.first_step) / max(time.time() - self.start, 1e-9)
         if self.show:
             self.bar.update(self.task, completed=step, sps=f"{sps:,.0f}", returns=self._fmt(means))
         elif step >= self.next_line:

@@ -148,6 +148,7 @@ class TrainingLoop:
         self.ckpt_every = cfg.checkpoint_every if cfg.checkpoint_every > 0 else max(1, cfg.steps // 10)
         self.next_ckpt = (agent.global_step // self.ckpt_every + 1) * self.ckpt_every
         self.start = time.time() - self.st.elapsed
+        self.bar.begin_at(agent.global_step)  # a resumed run: not the steps of before
 
     def yield_every(self) -> int:
         """The agent hands control back at least as often as something is due (evaluations, probes
