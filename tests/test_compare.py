@@ -321,6 +321,42 @@ def test_labels_of_a_grid_name_the_axes_that_vary_and_omit_the_automatic_width(t
                              "critic/softmoe/penultimate/e1/w256"])
 
 
+def _edit_config(path, **changes):
+    config = json.loads((path / "config.json").read_text())
+    config.update(changes)
+    (path / "config.json").write_text(json.dumps(config))
+
+
+def test_a_dense_twin_is_never_pooled_with_none(tmp_path):
+    """A dense run matched to an MoE size keeps its whole size in its label, whatever varies."""
+    write_run(tmp_path, "s", "none", 0, [1.0, 1.0, 1.0])
+    _edit_config(write_run(tmp_path, "s", "none", 1, [1.0, 1.0, 1.0]), dense_match="e4-w256")
+    _edit_config(write_run(tmp_path, "s", "critic", 2, [1.0, 1.0, 1.0]),
+                 net={"placement": "critic", "moe": "softmoe", "position": "penultimate", "num_experts": 4,
+                      "expert_width": 256})
+    assert sorted(r.label for r in load_runs([tmp_path], pytest.fail)) == ["critic", "none", "none/e4/w256"]
+
+
+def test_runs_pooled_under_one_label_with_other_settings_are_named(results, tmp_path):
+    """A label names only the network; a run of another budget or learning rate is flagged, not hidden."""
+    _edit_config(results / "suite-x" / "ppo-critic-s0", steps=2000, ppo={"learning_rate": 0.01},
+                 threads=4, command="elsewhere", mtmoe_commit="abc", sac={"tau": 0.5})  # the last four may differ
+    warnings = []
+    compare([results], tmp_path / "report", reps=50, plots=False, warn=warnings.append)
+    assert [w for w in warnings if "differ" in w] == [
+        "suite-x: the runs labelled critic differ in ppo.learning_rate, steps; their statistics mix these settings "
+        "(see the report)"]
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "the runs of critic differ in `ppo.learning_rate` (0.01 / absent); `steps` (2000 / absent)" in report
+
+
+def test_per_task_spread_is_the_sample_standard_deviation(results, tmp_path):
+    out = compare([results], tmp_path / "report", reps=50, plots=False, warn=pytest.fail)
+    mean, sd, n = out["suite-x"]["per_task"]["critic"]["task-b"]
+    assert (mean, sd, n) == (pytest.approx(SCORES["critic"][:, 1].mean()),
+                             pytest.approx(np.std(SCORES["critic"][:, 1], ddof=1)), 5)
+
+
 @pytest.mark.parametrize("step, label", [(0, "0"), (250_000, "250k"), (1_000_000, "1M"), (1_500_000, "1.5M")])
 def test_step_ticks_read_as_people_write_them(step, label):
     from mtmoe.compare.plots import steps_label

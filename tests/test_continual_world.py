@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from mtmoe.cli import main
-from mtmoe.metrics.continual_world import continual_world_metrics, forward_transfer, phase_auc, value_at
+from mtmoe.metrics.continual_world import (continual_world_metrics, forward_transfer, phase_auc, resampled,
+                                           value_at)
 
 PHASES = [("a", 0, 100), ("b", 100, 200)]
 
@@ -22,6 +23,15 @@ def test_phase_auc_is_the_trapezoid_mean_level():
     assert phase_auc([(150, 0.4)], 100, 200) == 0.4  # a single point: its value
     assert phase_auc([(300, 1.0)], 0, 100) is None  # no point in the phase
     assert phase_auc([(0, 0.0), (100, 1.0), (200, 0.0)], 0, 100) == pytest.approx(0.5)  # later points ignored
+
+
+def test_resampled_interpolates_and_holds_the_ends():
+    curve = [(100, 0.2), (0, 0.0), (200, 1.0)]  # any order
+    at = resampled(curve, [0, 50, 150, 300])
+    assert [s for s, _ in at] == [0, 50, 150, 300]
+    assert [v for _, v in at] == pytest.approx([0.0, 0.1, 0.6, 1.0])
+    assert resampled([(100, 0.4)], [0, 500]) == [(0, 0.4), (500, 0.4)]
+    assert resampled([], [0, 10]) == []
 
 
 def test_forward_transfer_formula():
@@ -99,15 +109,15 @@ def test_sequential_metaworld_run_reports_success_and_continual_world_metrics(tm
     assert "eval success" in out and "Continual World (success)" in out
 
 
-def _run(root, suite, tasks, seed, success, cw=None, phases=None, curve=None):
+def _run(root, suite, tasks, seed, success, cw=None, phases=None, curves=None, placement="none"):
     """A results folder with the fields compare reads: eval success per task, optionally
-    Continual World's metrics (sequential) or an eval success curve (single-task reference)."""
-    path = root / suite / f"sac-none-s{seed}"
+    Continual World's metrics (sequential) and eval success curves {task: [(step, rate)]}."""
+    path = root / suite / f"sac-{placement}-s{seed}"
     path.mkdir(parents=True)
-    net = {"placement": "none", "moe": "softmoe", "position": "penultimate", "num_experts": 4, "expert_width": 0}
+    net = {"placement": placement, "moe": "softmoe", "position": "penultimate", "num_experts": 4, "expert_width": 0}
     (path / "config.json").write_text(json.dumps({"suite": suite, "algo": "sac", "seed": seed, "net": net}))
     norm = {t: {"low": 0.0, "high": 1.0, "source": "none: normalized equals raw"} for t in tasks}
-    summary = {"suite": suite, "algo": "sac", "placement": "none", "seed": seed, "steps": 200, "steps_per_s": 1.0,
+    summary = {"suite": suite, "algo": "sac", "placement": placement, "seed": seed, "steps": 200, "steps_per_s": 1.0,
                "final_return": {t: 1.0 for t in tasks}, "final_normalized": {t: 1.0 for t in tasks},
                "final_success": dict(zip(tasks, success)), "normalization": norm,
                "eval": {t: {"return": 1.0, "normalized": 1.0, "episodes": 2, "success": s} for t, s in zip(tasks, success)},
@@ -116,28 +126,38 @@ def _run(root, suite, tasks, seed, success, cw=None, phases=None, curve=None):
         summary["nonstationarity"] = {"phases": phases, "forgetting": [], "switch_drop": [], "steps_to_recover": [],
                                       "continual_world": cw}
     (path / "summary.json").write_text(json.dumps(summary))
-    lines = [{"global_step": s, "eval": {tasks[0]: {"return": v, "normalized": v, "episodes": 2, "success": v}}}
-             for s, v in (curve or [])]
+    steps = sorted({s for c in (curves or {}).values() for s, _ in c})
+    lines = [{"global_step": s, "eval": {t: {"return": v, "normalized": v, "episodes": 2, "success": v}
+                                         for t, c in curves.items() for s2, v in c if s2 == s}} for s in steps]
     (path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
 
 
 def test_compare_reports_continual_world_metrics_and_forward_transfer(tmp_path):
+    """Metrics recomputed from the eval curves; the reference taken at the run's own eval points."""
     from mtmoe.compare import compare
 
     phases = [["a", 0, 100], ["b", 100, 200]]
-    for seed, (ap, fa) in enumerate([(0.6, 0.2), (0.8, 0.4)]):
-        cw = {"score": "success", "average_performance": ap, "forgetting": {"a": fa, "b": 0.0},
-              "auc": {"a": 0.75, "b": 0.5}, "final": {}, "end_of_phase": {}}
-        _run(tmp_path / "res", "seq-x", ["a", "b"], seed, [0.5, 1.0], cw=cw, phases=phases)
-    # the single-task reference of a: success 0 → 1 over its first 100 steps, AUC^b = 0.5
-    _run(tmp_path / "res", "one-a", ["a"], 0, [1.0], curve=[(0, 0.0), (100, 1.0), (200, 1.0)])
+    for seed, later_a in enumerate([0.6, 0.8]):  # a learned to 1.0 in its phase, then kept 0.6 / 0.8
+        curves = {"a": [(50, 0.5), (100, 1.0), (150, later_a), (200, later_a)],
+                  "b": [(50, 0.0), (100, 0.0), (150, 0.5), (200, 1.0)]}
+        cw = {"score": "success", "average_performance": None, "forgetting": {}, "auc": {}, "final": {},
+              "end_of_phase": {}}  # what the run recorded is not what compare reports
+        _run(tmp_path / "res", "seq-x", ["a", "b"], seed, [later_a, 1.0], cw=cw, phases=phases, curves=curves)
+    # the dense single-task reference of a: success rising 0 → 1 over 100 steps, evaluated every 10
+    # steps; at the continual runs' points (50, 100 steps into a's phase) it is 0.5, 1.0, as theirs
+    _run(tmp_path / "res", "one-a", ["a"], 0, [1.0], curves={"a": [(s, min(s / 100, 1.0)) for s in range(0, 201, 10)]})
+    # a single-task run of another network is not the dense runs' reference
+    _run(tmp_path / "res", "one-a", ["a"], 0, [1.0], curves={"a": [(s, 1.0) for s in range(0, 201, 10)]},
+         placement="critic")
     result = compare([tmp_path / "res"], tmp_path / "cmp", score="success", reps=50, plots=False, warn=lambda m: None)
     table = result["seq-x"]["continual_world"]["none"]
-    assert table["average_performance"] == pytest.approx(0.7)
-    assert table["forgetting"] == pytest.approx((0.2 + 0.0 + 0.4 + 0.0) / 4)
-    assert table["forward_transfer"] == pytest.approx(0.5)  # (0.75 − 0.5) / (1 − 0.5); b has no reference
-    assert table["references"] == "1/2"
+    assert table["average_performance"] == pytest.approx(((0.6 + 1.0) / 2 + (0.8 + 1.0) / 2) / 2)
+    assert table["forgetting"] == pytest.approx((0.4 + 0.0 + 0.2 + 0.0) / 4)
+    # AUC_a = AUC_a^b = 0.75 on the same points: no transfer (over all 11 reference points AUC^b
+    # would be 0.5 and FT 0.5); b has no reference
+    assert table["forward_transfer"] == pytest.approx(0.0)
+    assert table["references"] == "1/2 (same)"
     assert result["seq-x"]["normalization"] == {"a": "success rate", "b": "success rate"}
-    assert result["seq-x"]["scores"]["none"] == [[0.5, 1.0], [0.5, 1.0]]
+    assert result["seq-x"]["scores"]["none"] == [[0.6, 1.0], [0.8, 1.0]]
     report = (tmp_path / "cmp" / "report.md").read_text()
     assert "Continual World's metrics" in report and "final evaluation success rate" in report

@@ -34,6 +34,10 @@ def compare(paths: list[Path], out: Path, score: str = "eval", reps: int = 2000,
     check_mode(normalize)
     runs = load_runs(paths, warn)
     books = accounting(paths, find_run_dirs(paths), runs)
+    for suite, e in books.items():
+        for label, diff in e["pooled_differences"].items():
+            warn(f"{suite}: the runs labelled {label} differ in {', '.join(diff)}; their statistics mix these "
+                 "settings (see the report)")
     for r in diverged(runs):
         warn(f"{r.path}: diverged ({r.summary['stopped']}); left out of the aggregates, listed in the report")
     runs = [r for r in runs if not r.summary.get("stopped")]
@@ -101,7 +105,7 @@ def _plots(group: list[RunResult], frame, entry: dict, out: Path, suite: str, re
 
 
 def _per_task(group: list[RunResult], tasks: list[str], score: str) -> dict[str, dict[str, tuple]]:
-    """{label: {task: (mean, std, n)}} of raw final scores (success rates for the success scores)."""
+    """{label: {task: (mean, sample std, n)}} of raw final scores (success rates for the success scores)."""
     out = {}
     for label in label_order(r.label for r in group):
         out[label] = {}
@@ -111,7 +115,8 @@ def _per_task(group: list[RunResult], tasks: list[str], score: str) -> dict[str,
             else:
                 vals = [r.raw_score(t, score) for r in group if r.label == label]
             vals = [v for v in vals if v is not None]
-            out[label][t] = (float(np.mean(vals)), float(np.std(vals)), len(vals)) if vals else (None, None, 0)
+            sd = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0  # the sample std: n − 1
+            out[label][t] = (float(np.mean(vals)), sd, len(vals)) if vals else (None, None, 0)
     return out
 
 
@@ -207,10 +212,15 @@ def _continual_world_md(table: dict) -> list[str]:
     score = next(iter(table.values()))["score"]
     rows = [[label, str(m["runs"]), f(m["average_performance"]), f(m["forgetting"]), f(m["forward_transfer"]),
              m["references"]] for label, m in table.items()]
-    return [f"Continual World's metrics (Wołczyk et al. 2021) on evaluation {score} scores: average performance "
-            "at the end, forgetting (score at the end of a task's own phase minus at the end; mean over tasks and "
-            "seeds), forward transfer against single-task runs found among the compared folders (tasks with "
-            "such references in the last column):", "",
+    gaps = [m["end_gap"] for m in table.values() if m.get("end_gap")]
+    stale = (f" A task's score at the end of its phase is its last evaluation in the phase, here up to {max(gaps):,} "
+             "env steps before the switch (evaluations come every `eval_every` steps)." if gaps else "")
+    return [f"Continual World's metrics (Wołczyk et al. 2021) on evaluation {score} scores, recomputed from each "
+            "run's evaluation curve with the normalization above: average performance at the end, forgetting (score "
+            "at the end of a task's own phase minus at the end; mean over tasks and seeds), forward transfer "
+            "against single-task runs found among the compared folders, of the same network where there are such "
+            "runs, else dense ones (the last column: tasks with references, and which), their curves taken at the "
+            f"run's own evaluation points counted from the start of the task's phase.{stale}", "",
             _md_table(["label", "runs", "average performance", "forgetting", "forward transfer", "references"], rows),
             ""]
 
@@ -247,7 +257,7 @@ def render_report(result: dict, paths: list[Path], score: str, reps: int, seed: 
                              [[k, str(v["runs"]), _ci(v["iqm"]), _ci(v["mean"]),
                                _ci(v["p_improve"]) if v["p_improve"] is not None else "-"] for k, v in o["table"].items()]), "",
                    "Normalization: " + "; ".join(f"{t}: {h}" for t, h in o["normalization"].items()) + ".", ""]
-        md += ["Raw final scores per task (mean ± std over runs):", "",
+        md += ["Raw final scores per task (mean ± sample standard deviation over runs):", "",
                _md_table(["label", *e["tasks"]],
                          [[label, *(f"{m:.2f} ± {s:.2f} (n={n})" if m is not None else "-" for m, s, n in
                                     (per[t] for t in e["tasks"]))] for label, per in e["per_task"].items()]), ""]

@@ -4,7 +4,8 @@ Per suite: the runs in the aggregates (seeds per label), runs that diverged (a n
 stopped them: summary.json's ``stopped``; left out of the aggregates, their last evaluation is
 not a final score), runs without summary.json (unfinished or killed), and runs that a
 ``sweep.json`` among the compared folders planned but that have no folder at all. Also the
-machines the runs ran on (summary.json's ``machine``).
+machines the runs ran on (summary.json's ``machine``), and the settings in which runs pooled
+under one label differ (a label names only the network's axes; nothing else may vary silently).
 """
 
 from __future__ import annotations
@@ -27,6 +28,47 @@ def _json(path: Path):
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+# config.json keys that may differ between the seeds of one label: the seed itself, where and how
+# fast it ran, how it was started, and bookkeeping that does not touch what is learned
+_IGNORED = {"seed", "command", "mtmoe_commit", "device", "device_resolved", "threads", "checkpoint_every",
+            "log_every"}
+
+
+def _settings(config: dict) -> dict[str, str]:
+    """A run's config as flat 'section.key' → JSON text, without the ignored keys and the sections of
+    algorithms other than its own."""
+    from mtmoe.agents.registry import algo_names
+
+    other_algos = set(algo_names()) - {config.get("algo")}
+    out = {}
+
+    def walk(d: dict, prefix: str) -> None:
+        for k, v in d.items():
+            if prefix == "" and (k in _IGNORED or (k in other_algos and isinstance(v, dict))):
+                continue
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                out[prefix + k] = json.dumps(v, sort_keys=True)
+
+    walk(config, "")
+    return out
+
+
+def pooled_differences(runs: list[RunResult]) -> dict[str, dict[str, list[str]]]:
+    """{label: {setting: [its values, sorted]}} for the settings in which the runs of one label differ
+    ('absent' where a run's config lacks the key)."""
+    out = {}
+    for label in label_order(r.label for r in runs):
+        settings = [_settings(r.config) for r in runs if r.label == label]
+        keys = sorted(set().union(*settings))
+        diff = {k: sorted({s.get(k, "absent") for s in settings}) for k in keys}
+        diff = {k: v for k, v in diff.items() if len(v) > 1}
+        if diff:
+            out[label] = diff
+    return out
 
 
 def planned_runs(paths: list[Path]) -> set[Path]:
@@ -57,7 +99,8 @@ def _shown(folder: Path) -> str:
 
 def accounting(paths: list[Path], run_dirs: list[Path], runs: list[RunResult]) -> dict[str, dict]:
     """{suite: {seeds: {label: [seed…]}, diverged: [(label, seed, why)], unfinished: [folder…],
-    never_started: [folder…], planned: n or None, machines: {description: runs}}}."""
+    never_started: [folder…], planned: n or None, machines: {description: runs},
+    pooled_differences: {label: {setting: [values]}}}}."""
     finished = {r.path.resolve() for r in runs}
     out: dict[str, dict] = {}
 
@@ -84,7 +127,8 @@ def accounting(paths: list[Path], run_dirs: list[Path], runs: list[RunResult]) -
         entry(suite)["planned"] = (entry(suite)["planned"] or 0) + 1
         if d not in existing:
             entry(suite)["never_started"].append(_shown(d))
-    for e in out.values():
+    for suite, e in out.items():
+        e["pooled_differences"] = pooled_differences([r for r in runs if r.suite == suite and not r.summary.get("stopped")])
         e["seeds"] = {k: sorted(e["seeds"][k], key=str) for k in label_order(e["seeds"])}
         e["machines"] = dict(e["machines"])
     return out
@@ -104,5 +148,9 @@ def accounting_md(a: dict) -> list[str]:
                       ("never_started", "Planned, never started")):
         if a[key]:
             md += [f"{what}: " + ", ".join(f"`{p}`" for p in a[key]) + ".", ""]
+    for label, diff in a.get("pooled_differences", {}).items():
+        md += [f"**Pooled runs differ**: the runs of {label} differ in "
+               + "; ".join(f"`{k}` ({' / '.join(v)})" for k, v in diff.items())
+               + ": the label's statistics mix these settings.", ""]
     md += ["Machines: " + "; ".join(f"{m} ({n} run{'s' * (n != 1)})" for m, n in a["machines"].items()) + ".", ""]
     return md

@@ -184,8 +184,9 @@ def load_runs(paths: list[Path], warn) -> list[RunResult]:
 
 
 def assign_labels(runs: list[RunResult]) -> None:
-    """Label = placement, plus the axes (MoE kind, position, experts, width) that vary in the suite,
-    plus the training backend when runs of one suite come from more than one."""
+    """Label = placement, plus the axes (MoE kind, position, experts, width) that vary in the suite
+    (a dense twin: always the MoE size it matches, e.g. none/e4/w256), plus the training backend when
+    runs of one suite come from more than one."""
     by_suite: dict[str, list[RunResult]] = {}
     for r in runs:
         by_suite.setdefault(r.suite, []).append(r)
@@ -195,10 +196,11 @@ def assign_labels(runs: list[RunResult]) -> None:
         for r in group:
             ax = r.axes
             parts = [ax["placement"]]
-            dense_sized = ax["placement"] == "none" and ax["experts"]  # a width-matched dense twin
-            if ax["placement"] != "none" or dense_sized:
-                parts += [_axis_part(a, ax[a]) for a in varying if not dense_sized or a in ("experts", "expert_width")]
-                parts = [p for p in parts if p]
+            if ax["placement"] == "none" and ax["experts"]:  # a width-matched dense twin: its full size
+                parts += [_axis_part("experts", ax["experts"]), _axis_part("expert_width", ax["expert_width"])]
+            elif ax["placement"] != "none":  # never pooled with `none`, whatever varies
+                parts += [_axis_part(a, ax[a]) for a in varying]
+            parts = [p for p in parts if p]
             r.label = "/".join(parts)
         if len({r.backend for r in group}) > 1:  # never pool mtmoe's PPO with Sample Factory's APPO
             for r in group:

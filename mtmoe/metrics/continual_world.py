@@ -14,11 +14,15 @@ rate of evaluation episodes (Continual World's choice; any score in [0, 1] works
   those points cover (with a single point: its value);
 - forward transfer against a single-task reference run of task i over its first Δ steps:
       FT_i = (AUC_i − AUC_i^b) / (1 − AUC_i^b)      (undefined when AUC_i^b = 1)
+  where AUC_i^b is taken at the same steps since the start as AUC_i (`resampled`): runs that
+  evaluate on other schedules would otherwise average different stretches of learning.
 """
 
 from __future__ import annotations
 
 from typing import Hashable, Mapping, Sequence
+
+import numpy as np
 
 Curve = Sequence[tuple[int, float]]
 Phase = tuple[Hashable, int, int]
@@ -43,6 +47,16 @@ def phase_auc(curve: Curve, start: int, end: int) -> float | None:
         return pts[-1][1]
     area = sum((s1 - s0) * (v0 + v1) / 2 for (s0, v0), (s1, v1) in zip(pts, pts[1:]))
     return area / (pts[-1][0] - pts[0][0])
+
+
+def resampled(curve: Curve, steps: Sequence[int]) -> list[tuple[int, float]]:
+    """The curve at `steps`, linearly interpolated between its points (held flat before the first
+    and after the last); empty when the curve has no point."""
+    pts = sorted((int(s), float(v)) for s, v in curve)
+    if not pts:
+        return []
+    xs, ys = [s for s, _ in pts], [v for _, v in pts]
+    return [(int(s), float(np.interp(s, xs, ys))) for s in steps]
 
 
 def forward_transfer(auc: float | None, reference_auc: float | None) -> float | None:
