@@ -295,6 +295,17 @@ def test_the_reference_study_grid_gives_its_eight_variants_with_a_matched_single
     assert abs(four - one) / four < 0.01  # the tokenization control: one expert, the same parameters
 
 
+def test_a_sweep_runs_seed_by_seed():
+    """Every suite and variant of a seed before the next seed: a sweep stopped partway is balanced."""
+    grid = Grid(suites=["minatar-multitask", "minatar-continual"], seeds=[3, 0], placements=["none", "critic"])
+    order = [(c.seed, c.suite, c.net.placement) for c in grid.configs(REGISTRY)]
+    assert order == [(s, suite, p) for s in (3, 0) for suite in ("minatar-multitask", "minatar-continual")
+                     for p in ("none", "critic")]
+    variants = Grid(suites=["minatar-single"], seeds=[0, 1], variants=[{"placement": "none"}, {"placement": "actor"}])
+    assert [(c.seed, c.net.placement) for c in variants.configs(REGISTRY)] == [
+        (0, "none"), (0, "actor"), (1, "none"), (1, "actor")]
+
+
 @pytest.mark.parametrize("text, expected", [
     ("variants: []", "non-empty list under 'variants:'"), ("- a\n- b", "non-empty list under 'variants:'"),
     ("variants: [{placement: critic, tokenizer: per_conv}]", "unknown key(s) tokenizer"),

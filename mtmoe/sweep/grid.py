@@ -72,11 +72,14 @@ class Grid:
         return len(self.experts) > 1 or len(self.expert_widths) > 1
 
     def configs(self, registry: Registry) -> list[RunConfig]:
-        """One composed RunConfig per distinct run. Placement none ignores the MoE axes, except in
-        a size family, where it runs once per MoE size with hidden widths matched to it
-        (mtmoe.scaling.sizes)."""
-        if self.variants:
-            return self._variant_configs(registry)
+        """One composed RunConfig per distinct run, seed by seed (every suite and variant of the first
+        seed, then of the next: a sweep stopped partway leaves each variant with as many seeds as
+        the others, or one fewer). Placement none ignores the MoE axes, except in a size family,
+        where it runs once per MoE size with hidden widths matched to it (mtmoe.scaling.sizes)."""
+        configs = self._variant_configs(registry) if self.variants else self._axes_configs(registry)
+        return sorted(configs, key=lambda c: self.seeds.index(c.seed))  # stable: suites, variants kept in order
+
+    def _axes_configs(self, registry: Registry) -> list[RunConfig]:
         out, seen, widths = [], set(), {}
         axes = itertools.product(self.suites, self.placements, self.moes or [None], self.positions or [None],
                                  self.experts or [None], self.expert_widths or [None], self.seeds)
