@@ -17,7 +17,8 @@ import numpy as np
 
 from mtmoe.compare.load import RunResult
 from mtmoe.compare.stats import label_order
-from mtmoe.metrics.continual_world import continual_world_metrics, forward_transfer, phase_auc, resampled
+from mtmoe.metrics.continual_world import (continual_world_metrics, forward_transfer, own_phase, phase_auc,
+                                           phase_points, resampled)
 
 
 def _eval_curve(run: RunResult, task: str, score: str) -> list[tuple[int, float]]:
@@ -55,8 +56,8 @@ def _run_metrics(run: RunResult, phases: list, tasks: list[str], score: str, all
     m = continual_world_metrics(curves, phases, run.summary["steps"])
     m["ft"], m["ref_kind"], m["end_gap"] = {}, {}, {}
     for t in tasks:
-        start, end = [(s, e) for task, s, e in phases if task == t][-1]
-        offsets = [s - start for s, _ in curves[t] if start <= s <= end]
+        start, end = own_phase(phases, t)
+        offsets = [s - start for s, _ in phase_points(curves[t], start, end)]
         m["end_gap"][t] = end - start - max(offsets) if offsets else None
         refs, kind = _references(run, t, all_runs)
         ref_auc = _reference_auc(refs, t, score, offsets) if offsets and refs else None

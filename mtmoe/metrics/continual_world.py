@@ -28,7 +28,8 @@ Curve = Sequence[tuple[int, float]]
 Phase = tuple[Hashable, int, int]
 
 
-def _points(curve: Curve, start: int, end: int) -> list[tuple[int, float]]:
+def phase_points(curve: Curve, start: int, end: int) -> list[tuple[int, float]]:
+    """The curve's points in [start, end], in step order."""
     return sorted((int(s), float(v)) for s, v in curve if start <= s <= end)
 
 
@@ -40,7 +41,7 @@ def value_at(curve: Curve, step: int) -> float | None:
 
 def phase_auc(curve: Curve, start: int, end: int) -> float | None:
     """AUC_i: the mean level of the curve over [start, end] by the trapezoid rule (None: no point)."""
-    pts = _points(curve, start, end)
+    pts = phase_points(curve, start, end)
     if not pts:
         return None
     if len(pts) == 1 or pts[-1][0] == pts[0][0]:
@@ -66,7 +67,8 @@ def forward_transfer(auc: float | None, reference_auc: float | None) -> float | 
     return (auc - reference_auc) / (1.0 - reference_auc)
 
 
-def _own_phase(phases: Sequence[Phase], task: Hashable) -> tuple[int, int] | None:
+def own_phase(phases: Sequence[Phase], task: Hashable) -> tuple[int, int] | None:
+    """(start, end) of the task's last own phase (None: it never trains)."""
     own = [(s, e) for t, s, e in phases if t == task]
     return own[-1] if own else None
 
@@ -78,9 +80,9 @@ def continual_world_metrics(curves: Mapping[Hashable, Curve], phases: Sequence[P
     final = {t: value_at(curves.get(t, ()), end_step) for t in tasks}
     end_of_phase, auc, forgetting = {}, {}, {}
     for t in tasks:
-        start, end = _own_phase(phases, t)
+        start, end = own_phase(phases, t)
         curve = curves.get(t, ())
-        own = _points(curve, start, end)
+        own = phase_points(curve, start, end)
         end_of_phase[t] = own[-1][1] if own else None
         auc[t] = phase_auc(curve, start, end)
         forgetting[t] = None if end_of_phase[t] is None or final[t] is None else end_of_phase[t] - final[t]
