@@ -133,6 +133,39 @@ def test_nonstationarity_table_averages_seeds(tmp_path):
     assert f"| critic | 1 | {TASKS[1]} | 500 | 1 | - | 150 | 2/2 |" in report
 
 
+def test_a_suite_whose_tasks_never_come_back_has_no_drop_or_recovery_columns(tmp_path):
+    phases = [[TASKS[0], 0, 500], [TASKS[1], 500, 1000]]
+    run = write_run(tmp_path, "seq", "critic", 0, [1.0, 1.0, 1.0], phases=phases)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["nonstationarity"]["steps_to_recover"] = []
+    (run / "summary.json").write_text(json.dumps(summary))
+    compare([tmp_path], tmp_path / "report", reps=100, plots=False, warn=lambda m: None)
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert f"| critic | 1 | {TASKS[1]} | 500 | 0.5 |" in report and "steps to recover" not in report
+    assert "no task comes back in this suite" in report
+
+
+def test_final_plasticity_and_routing_are_means_over_tasks_then_runs(results, tmp_path):
+    # critic seed k: dormant of the three tasks (0.1, 0.2, 0.3) + k/10 -> per-run mean 0.2 + k/10
+    for seed in range(5):
+        probe = {"tasks": {t: {"critic": {"dormant@0.025": 0.1 * (i + 1) + seed / 10, "srank": 10 + seed},
+                               "actor": {"dormant@0.025": 0.0, "srank": 20}} for i, t in enumerate(TASKS)},
+                 "moe": {"critic.penultimate": {"load_entropy": 0.5 + seed / 10, "task_mi": 0.1}}}
+        _edit_summary(results / "suite-x" / f"ppo-critic-s{seed}", final_probe=probe)
+    out = compare([results], tmp_path / "report", reps=50, plots=False, warn=lambda m: None)
+    table = out["suite-x"]["plasticity"]
+    assert "none" not in table  # its runs recorded no final probe
+    critic = table["critic"]
+    expect = np.array([0.2 + k / 10 for k in range(5)])
+    assert critic["towers"]["critic"]["dormant"] == (pytest.approx(expect.mean()), pytest.approx(expect.std(ddof=1)), 5)
+    assert critic["towers"]["critic"]["srank"][0] == pytest.approx(12.0)
+    assert critic["towers"]["actor"]["dormant"] == (0.0, 0.0, 5)
+    assert critic["moe"]["critic.penultimate"]["load_entropy"][0] == pytest.approx(0.7)
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| critic | 5 | 0.000 ± 0.000 | 20.0 ± 0.0 | 0.400 ± 0.158 | 12.0 ± 1.6 | " in report
+    assert "critic.penultimate: entropy 0.70 ± 0.16, MI 0.10 ± 0.00" in report
+
+
 def test_cli_compare_prints_the_table_and_fails_cleanly(results, tmp_path, capsys):
     assert main(["compare", str(results), "--out", str(tmp_path / "r"), "--reps", "100", "--no-plots"]) == 0
     captured = capsys.readouterr()

@@ -3,9 +3,9 @@
 Per suite: IQM / mean / median of normalized final scores with 95% stratified-bootstrap CIs
 and the probability of improvement over placement ``none`` (rliable), performance profiles,
 per-task learning curves and plasticity curves with CI bands, forgetting / drop / recovery per
-switch for sequential suites, parameter counts. Writes ``report.md`` and PNG plots to the
-report folder (regenerated on every call: they are derived from the runs, which are never
-touched) and returns the main table.
+switch for sequential suites, dormant fraction, srank and routing at the end, parameter counts.
+Writes ``report.md`` and PNG plots to the report folder (regenerated on every call: they are
+derived from the runs, which are never touched) and returns the main table.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 from mtmoe.compare.accounting import accounting, accounting_md, diverged
 from mtmoe.compare.continual import continual_world_table
 from mtmoe.compare.load import RunResult, find_run_dirs, load_runs
+from mtmoe.compare.plasticity import PLASTICITY_CAPTION, final_plasticity, plasticity_rows
 from mtmoe.compare.stats import (SUCCESS_SCORES, aggregate_table, label_order, nonstationarity_table,
                                  performance_profiles, score_matrices)
 from mtmoe.errors import MtmoeError
@@ -88,7 +89,8 @@ def _suite_entry(group: list[RunResult], score: str, reps: int, seed: int, norma
                       else {}, "normalization": other_how},
             "table": table, "tasks": tasks, "normalization": how, "scores": {k: v.tolist() for k, v in mats.items()},
             "per_task": _per_task(group, tasks, score), "params": _params(group), "flops": _flops(group),
-            "steps": _steps(group), "nonstationarity": nonstationarity_table(group), "plots": {}}
+            "steps": _steps(group), "nonstationarity": nonstationarity_table(group),
+            "plasticity": final_plasticity(group), "plots": {}}
 
 
 def _plots(group: list[RunResult], frame, entry: dict, out: Path, suite: str, reps: int, seed: int) -> dict[str, str]:
@@ -225,6 +227,29 @@ def _continual_world_md(table: dict) -> list[str]:
             ""]
 
 
+def _nonstationarity_md(table: dict) -> list[str]:
+    """Forgetting, drop and recovery per switch; drop and recovery only where a task comes back
+    (a suite whose tasks each train once has neither: the columns are left out and it is said)."""
+    f = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
+    rows = [(label, row) for label, ns in table.items() for row in ns["rows"]]
+    revisits = any(row["drop"] is not None or row["recover_steps"] is not None for _, row in rows)
+    text = ("Non-stationarity per switch (normalized evaluation scores as each run recorded them, with its tasks' "
+            "normalization; forgetting: score of earlier tasks at the end of their phase minus at the end of this "
+            "one, averaged over them")
+    header = ["label", "phase", "task", "starts at", "forgetting"]
+    if revisits:
+        text += ("; drop: on a task's return, the score at the end of its last phase minus its first score in this "
+                 "one; recovery: env steps until it regains that level; drop and recovery are \"-\" for a task's "
+                 "first phase, where it has no earlier level):")
+        header += ["drop", "steps to recover", "recovered"]
+    else:
+        text += "; no task comes back in this suite, so there is no drop or recovery to measure):"
+    cells = [[label, str(row["phase"]), row["task"], f"{row['start']:,}", f(row["forgetting"])]
+             + ([f(row["drop"]), f(row["recover_steps"]), row["recovered"] or "-"] if revisits else [])
+             for label, row in rows]
+    return [text, "", _md_table(header, cells), ""]
+
+
 def render_report(result: dict, paths: list[Path], score: str, reps: int, seed: int,
                   normalize: str = "reference") -> str:
     what = SCORE_TEXT[score]
@@ -264,19 +289,9 @@ def render_report(result: dict, paths: list[Path], score: str, reps: int, seed: 
         if e.get("continual_world"):
             md += _continual_world_md(e["continual_world"])
         if e["nonstationarity"]:
-            md += ["Non-stationarity per switch (normalized evaluation scores as each run recorded them, with its "
-                   "tasks' normalization; forgetting: score of earlier tasks at the end of their phase minus at the "
-                   "end of this one, averaged over them; drop: on a task's return, the score at the end of its last "
-                   "phase minus its first score in this one; recovery: env steps until it regains that level; drop "
-                   "and recovery are \"-\" for a task's first phase, where it has no earlier level):", ""]
-            rows = []
-            for label, ns in e["nonstationarity"].items():
-                for row in ns["rows"]:
-                    f = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
-                    rows.append([label, str(row["phase"]), row["task"], f"{row['start']:,}", f(row["forgetting"]),
-                                 f(row["drop"]), f(row["recover_steps"]), row["recovered"] or "-"])
-            md += [_md_table(["label", "phase", "task", "starts at", "forgetting", "drop", "steps to recover",
-                              "recovered"], rows), ""]
+            md += _nonstationarity_md(e["nonstationarity"])
+        if e.get("plasticity"):
+            md += [PLASTICITY_CAPTION, "", _md_table(*plasticity_rows(e["plasticity"])), ""]
         for kind, caption in (("aggregate", "Aggregate scores"), ("profile", "Performance profiles"),
                               ("curves", "Learning curves (mean, 95% bootstrap band)"),
                               ("plasticity", "Plasticity: dormant neurons and srank per tower"),
