@@ -110,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     _tasks_dir_arg(p)
 
+    p = sub.add_parser("probe", help="measure plasticity and routing again on runs' checkpoints",
+                       description="Load each run's config.json and checkpoint, draw its probe batch as the run did "
+                                   "and run this mtmoe's probe (dormant fraction, srank, expert load per task and "
+                                   "tower): for runs recorded by an older probe. Writes RUN_DIR/probe.json "
+                                   "(probe-1.json … when one exists); `mtmoe compare` reads them.")
+    p.add_argument("run_dirs", nargs="+", metavar="DIR", help="run folders, or folders of runs (searched recursively)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _tasks_dir_arg(p)
+
     p = sub.add_parser("sweep", help="a grid of runs over placements, seeds, MoE kinds …",
                        description="Run a grid of runs (suites × placements × MoE kinds × positions × experts × "
                                    "seeds) in parallel processes. Started again on the same --out, it skips complete "
@@ -275,6 +284,18 @@ def _evaluate(args) -> None:
         seed=args.seed, device=args.device), load_registry(args.tasks_dir))
 
 
+def _probe(args) -> None:
+    from pathlib import Path
+
+    from mtmoe.runner.probe_run import probe_runs
+    from mtmoe.tasks.registry import load_registry
+
+    written = probe_runs([Path(d) for d in args.run_dirs], load_registry(args.tasks_dir),
+                         args.device, say=lambda line: print(line, file=sys.stderr))
+    print(f"probed {len(written)} run(s); `mtmoe compare` reads their probe json beside the recorded probes",
+          file=sys.stderr)
+
+
 def _sweep_grid(args):
     """The sweep's Grid from its flags: the placement/MoE axes, or a --grid file's variants."""
     from mtmoe.sweep import Grid, load_variants, parse_ints, parse_list
@@ -385,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
             _run(args)
         elif args.command == "evaluate":
             _evaluate(args)
+        elif args.command == "probe":
+            _probe(args)
         elif args.command == "compare":
             _compare(args)
         elif args.command == "export":

@@ -390,6 +390,25 @@ def test_per_task_spread_is_the_sample_standard_deviation(results, tmp_path):
                              pytest.approx(np.std(SCORES["critic"][:, 1], ddof=1)), 5)
 
 
+def test_runs_of_the_old_probe_are_marked_and_re_probed_ones_get_their_own_table(tmp_path):
+    from mtmoe.runner.probes import PROBE_VERSION
+    for seed in range(2):
+        run = write_run(tmp_path, "s", "both", seed, [0.5, 0.5, 0.5])
+        _edit_config(run, net={"placement": "both", "moe": "task", "position": "big"})
+        probe = {"tasks": {t: {"critic": {"dormant@0.025": 0.2, "srank": 9}} for t in TASKS}, "moe": {}}
+        _edit_summary(run, final_probe=probe)  # no probe_version: recorded by version 1
+        if seed == 0:
+            again = {"tasks": {t: {"critic": {"dormant@0.025": 0.6, "srank": 9}} for t in TASKS}, "moe": {}}
+            (run / "probe.json").write_text(json.dumps({"probe_version": PROBE_VERSION, "probe": again}))
+            (run / "probe-1.json").write_text(json.dumps({"probe_version": 1, "probe": probe}))  # not current
+    out = compare([tmp_path], tmp_path / "report", reps=50, plots=False, warn=lambda m: None)["s"]
+    assert out["plasticity"]["both"]["old_probe"] and out["plasticity"]["both"]["towers"]["critic"]["dormant"][0] == pytest.approx(0.2)
+    assert out["reprobed"]["both"]["towers"]["critic"]["dormant"] == (pytest.approx(0.6), 0.0, 1)
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| both † | 2 | 0.200 ± 0.000 |" in report and "Labels marked † hold runs recorded by version 1" in report
+    assert "The same, re-probed" in report and "| both | 1 | 0.600 ± 0.000 |" in report
+
+
 @pytest.mark.parametrize("step, label", [(0, "0"), (250_000, "250k"), (1_000_000, "1M"), (1_500_000, "1.5M")])
 def test_step_ticks_read_as_people_write_them(step, label):
     from mtmoe.compare.plots import steps_label

@@ -58,6 +58,9 @@ def test_dormant_ratio_all_zero_layer_and_overall_weighting():
     assert out["per_layer"]["a"][0.1] == 1.0
     assert out["per_layer"]["b"][0.1] == pytest.approx(1 / 3)
     assert out["overall"][0.1] == pytest.approx((3 + 3) / 12)  # neuron-weighted, not (1 + 1/3)/2
+    # a layer that saw no rows (an idle expert) has no scores: left out, not counted as active
+    idle = dormant_ratio_layers({**feats, "idle": torch.zeros(0, 50)})
+    assert idle["overall"] == out["overall"] and "idle" not in idle["per_layer"]
 
 
 def test_srank_known_singular_values():

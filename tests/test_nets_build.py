@@ -235,5 +235,52 @@ def test_features_of_big_experts():
     f = net.features(torch.randn(5, 6))
     for tower in ("actor", "critic"):
         assert f[f"{tower}.big"].shape[0] == 5
-        for e in range(E):
-            assert f[f"{tower}.big.expert{e}"].shape == (5, H)  # each expert tower's last hidden layer
+        for e in range(E):  # each expert tower, layer by layer, on the rows it read (one slot per sample here)
+            assert f[f"{tower}.big.expert{e}.hidden0"].shape == (5, H)
+            assert f[f"{tower}.big.expert{e}.hidden1"].shape == (5, H)
+
+
+def _copy_dense_into_experts(big_tower, dense_tower):
+    """Every expert tower of a 'big' MoE gets the dense tower's weights."""
+    experts = big_tower.layers[0].moe.experts
+    dense = dict(dense_tower.named_parameters())
+    with torch.no_grad():
+        for name in experts._names:  # 'tower.<name in a dense tower>'
+            experts.params[name.replace(".", "__")].copy_(dense[name.removeprefix("tower.")].expand_as(
+                experts.params[name.replace(".", "__")]))
+
+
+def test_big_experts_equal_to_a_dense_tower_probe_like_it():
+    # SoftMoE big with one token per sample dispatches each sample whole to every expert: with every
+    # expert a copy of the dense tower, dormant fraction and srank must equal the dense tower's
+    from mtmoe.runner.probes import probe
+    cfg = base_cfg(placement="none")
+    dense = build_actor_critic(PIX, DISC, cfg)
+    big = build_actor_critic(PIX, DISC, base_cfg(placement="both", position="big", moe="softmoe"))
+    for tower in ("actor", "critic"):
+        _copy_dense_into_experts(big.towers()[tower], dense.towers()[tower])
+    obs = torch.as_tensor(np.stack([PIX.sample() for _ in range(64)]))
+    task = torch.arange(64) % 3
+    names = ["a", "b", "c"]
+    want, got = probe({"actor_critic": dense}, obs, task, names), probe({"actor_critic": big}, obs, task, names)
+    for t in names:
+        for tower in ("actor", "critic"):
+            w, g = want["tasks"][t][tower], got["tasks"][t][tower]
+            assert g["dormant@0.025"] == pytest.approx(w["dormant@0.025"]) and g["dormant@0.0"] == pytest.approx(w["dormant@0.0"])
+            assert g["srank"] == pytest.approx(w["srank"]) and g["feature_norm"] == pytest.approx(w["feature_norm"])
+
+
+def test_task_routed_experts_count_only_the_expert_a_task_uses():
+    # per task, the dormant fraction is the routed expert's: idle experts (no rows) are not counted as active
+    from mtmoe.runner.probes import probe
+    dense = build_actor_critic(PIX, DISC, base_cfg(placement="none"))
+    routed = build_actor_critic(PIX, DISC, base_cfg(placement="both", position="big", moe="task"))
+    for tower in ("actor", "critic"):
+        _copy_dense_into_experts(routed.towers()[tower], dense.towers()[tower])
+    obs = torch.as_tensor(np.stack([PIX.sample() for _ in range(60)]))
+    task = torch.arange(60) % 3
+    want = probe({"actor_critic": dense}, obs, task, ["a", "b", "c"])
+    got = probe({"actor_critic": routed}, obs, task, ["a", "b", "c"])
+    for t in ("a", "b", "c"):
+        assert got["tasks"][t]["critic"]["dormant@0.025"] == pytest.approx(want["tasks"][t]["critic"]["dormant@0.025"])
+        assert got["tasks"][t]["critic"]["srank"] == want["tasks"][t]["critic"]["srank"]

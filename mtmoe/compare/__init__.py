@@ -17,7 +17,8 @@ import numpy as np
 from mtmoe.compare.accounting import accounting, accounting_md, diverged
 from mtmoe.compare.continual import continual_world_table
 from mtmoe.compare.load import RunResult, find_run_dirs, load_runs
-from mtmoe.compare.plasticity import PLASTICITY_CAPTION, final_plasticity, plasticity_rows
+from mtmoe.compare.plasticity import (OLD_PROBE_NOTE, PLASTICITY_CAPTION, REPROBED_CAPTION, final_plasticity,
+                                     needs_note, plasticity_rows, reprobed)
 from mtmoe.compare.stats import (SUCCESS_SCORES, aggregate_table, label_order, nonstationarity_table,
                                  performance_profiles, score_matrices)
 from mtmoe.errors import MtmoeError
@@ -90,7 +91,7 @@ def _suite_entry(group: list[RunResult], score: str, reps: int, seed: int, norma
             "table": table, "tasks": tasks, "normalization": how, "scores": {k: v.tolist() for k, v in mats.items()},
             "per_task": _per_task(group, tasks, score), "params": _params(group), "flops": _flops(group),
             "steps": _steps(group), "nonstationarity": nonstationarity_table(group),
-            "plasticity": final_plasticity(group), "plots": {}}
+            "plasticity": final_plasticity(group), "reprobed": final_plasticity(group, reprobed), "plots": {}}
 
 
 def _plots(group: list[RunResult], frame, entry: dict, out: Path, suite: str, reps: int, seed: int) -> dict[str, str]:
@@ -227,6 +228,17 @@ def _continual_world_md(table: dict) -> list[str]:
             ""]
 
 
+def _plasticity_md(e: dict) -> list[str]:
+    """The end-of-training plasticity table as recorded, and as re-probed where runs have probe.json."""
+    md = []
+    if e.get("plasticity"):
+        note = [OLD_PROBE_NOTE, ""] if needs_note(e["plasticity"]) else []
+        md += [PLASTICITY_CAPTION, "", *note, _md_table(*plasticity_rows(e["plasticity"])), ""]
+    if e.get("reprobed"):
+        md += [REPROBED_CAPTION, "", _md_table(*plasticity_rows(e["reprobed"])), ""]
+    return md
+
+
 def _nonstationarity_md(table: dict) -> list[str]:
     """Forgetting, drop and recovery per switch; drop and recovery only where a task comes back
     (a suite whose tasks each train once has neither: the columns are left out and it is said)."""
@@ -290,8 +302,7 @@ def render_report(result: dict, paths: list[Path], score: str, reps: int, seed: 
             md += _continual_world_md(e["continual_world"])
         if e["nonstationarity"]:
             md += _nonstationarity_md(e["nonstationarity"])
-        if e.get("plasticity"):
-            md += [PLASTICITY_CAPTION, "", _md_table(*plasticity_rows(e["plasticity"])), ""]
+        md += _plasticity_md(e)
         for kind, caption in (("aggregate", "Aggregate scores"), ("profile", "Performance profiles"),
                               ("curves", "Learning curves (mean, 95% bootstrap band)"),
                               ("plasticity", "Plasticity: dormant neurons and srank per tower"),

@@ -6,9 +6,15 @@ hidden units (τ = 0.025, Sokar et al. 2023) and the srank of its last hidden la
 al. 2021), each the mean over the suite's tasks; per MoE layer, the normalized entropy of the
 expert load and the task–expert mutual information. Mean ± sample standard deviation over the
 label's runs.
+
+Two sources: what each run recorded while it trained (its probe's version in ``probe_version``;
+runs without it: version 1), and ``probe.json`` files that `mtmoe probe` wrote by probing a run's
+final checkpoint again with the current probe (the newest such file of each run).
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 
@@ -36,14 +42,35 @@ def _tower_means(probe: dict) -> dict[str, dict[str, float]]:
     return {tower: {name: float(np.mean(v)) for name, v in stats.items()} for tower, stats in found.items()}
 
 
-def final_plasticity(group: list[RunResult]) -> dict[str, dict]:
+def recorded_probe(run: RunResult) -> tuple[dict | None, int]:
+    """(the run's final probe as recorded while training, the probe's version)."""
+    return run.summary.get("final_probe"), int(run.summary.get("probe_version", 1))
+
+
+def reprobed(run: RunResult) -> tuple[dict | None, int]:
+    """(the probe of the run's newest probe.json / probe-<i>.json of the current version, its version)."""
+    from mtmoe.runner.probes import PROBE_VERSION
+
+    best, best_time = None, -1.0
+    for path in run.path.glob("probe*.json"):
+        try:
+            record = json.loads(path.read_text())
+        except (ValueError, OSError):
+            continue
+        if record.get("probe_version") == PROBE_VERSION and path.stat().st_mtime > best_time:
+            best, best_time = record.get("probe"), path.stat().st_mtime
+    return best, PROBE_VERSION
+
+
+def final_plasticity(group: list[RunResult], source=recorded_probe) -> dict[str, dict]:
     """{label: {"towers": {tower: {"dormant"|"srank": (mean, sd, n)}},
-    "moe": {layer: {"load_entropy"|"task_mi": (mean, sd, n)}}}} over the runs with a final probe;
-    labels without any are left out."""
+    "moe": {layer: {"load_entropy"|"task_mi": (mean, sd, n)}}, "versions": [probe versions]}} over
+    the runs whose ``source`` (recorded_probe or reprobed) gives a probe; labels without any are
+    left out."""
     out = {}
     for label in label_order(r.label for r in group):
-        probes = [r.summary.get("final_probe") for r in group if r.label == label]
-        probes = [p for p in probes if p]
+        found = [source(r) for r in group if r.label == label]
+        probes = [p for p, _ in found if p]
         if not probes:
             continue
         towers: dict[str, dict[str, list[float]]] = {}
@@ -57,8 +84,10 @@ def final_plasticity(group: list[RunResult]) -> dict[str, dict]:
                 for key in ROUTING_KEYS:
                     if stats.get(key) is not None:
                         layers.setdefault(layer, {}).setdefault(key, []).append(float(stats[key]))
+        runs = [r for r in group if r.label == label]
         out[label] = {"towers": {t: {k: _spread(v) for k, v in s.items()} for t, s in towers.items()},
-                      "moe": {m: {k: _spread(v) for k, v in s.items()} for m, s in layers.items()}}
+                      "moe": {m: {k: _spread(v) for k, v in s.items()} for m, s in layers.items()},
+                      "old_probe": any(p and v == 1 and measured_apart(r) for r, (p, v) in zip(runs, found))}
     return out
 
 
@@ -74,6 +103,29 @@ PLASTICITY_CAPTION = (
     "experts) and the mutual information between task and expert, in nats (0: every task routed alike). The "
     "plasticity plot below draws them over training.")
 
+OLD_PROBE_NOTE = (
+    "Labels marked † hold runs recorded by version 1 of the probe (their summary.json has no probe_version), which measured "
+    "whole-tower experts (position big) by their last hidden layer only, took their srank over the experts' "
+    "features stacked, and counted experts that no input of a task reached (task routing, top-k) as active: "
+    "their dormant fraction and srank are not comparable with a dense network's (dense and SoftMoE "
+    "penultimate layers were measured as now). `mtmoe probe DIR` measures a run's final checkpoint again with the current probe; the "
+    "re-probed table, when there is one, has those numbers.")
+
+REPROBED_CAPTION = (
+    "The same, re-probed: each run's final checkpoint measured again by `mtmoe probe` with the current probe "
+    "(its newest probe.json), over the runs that have one; the probe batch is the one the run drew.")
+
+
+def measured_apart(run: RunResult) -> bool:
+    """Whether probe version 1 measured this run's network unlike version 2: whole-tower experts,
+    or a routing that can leave an expert without a task's inputs (task-routed, top-k)."""
+    axes = run.axes
+    return axes["position"] == "big" or axes["moe"] in ("task", "topk")
+
+
+def needs_note(table: dict[str, dict]) -> bool:
+    return any(e["old_probe"] for e in table.values())
+
 
 def plasticity_rows(table: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the report's table: one row per label, dormant and srank per tower, its MoE layers."""
@@ -86,5 +138,5 @@ def plasticity_rows(table: dict[str, dict]) -> tuple[list[str], list[list[str]]]
                  for k in ("dormant", "srank")]
         routing = "; ".join(f"{layer}: entropy {_cell(s.get('load_entropy'), 2)}, MI {_cell(s.get('task_mi'), 2)}"
                             for layer, s in sorted(e["moe"].items())) or "-"
-        rows.append([label, str(runs), *cells, routing])
+        rows.append([label + (" †" if e["old_probe"] else ""), str(runs), *cells, routing])
     return header, rows

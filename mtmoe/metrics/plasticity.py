@@ -62,12 +62,16 @@ def dormant_ratio_layers(features: Mapping[str, torch.Tensor],
 
     Returns {"per_layer": {name: {τ: fraction}}, "overall": {τ: fraction}}, where overall is
     the neuron-count-weighted mean: Σ_layers dormant_count / Σ_layers neuron_count. Each layer
-    is scored against its own mean (scores are not comparable across layers otherwise).
+    is scored against its own mean (scores are not comparable across layers otherwise). A layer
+    that saw no rows (an expert no input was routed to) has no scores: it is left out of both
+    (counting its neurons as active would dilute the fraction by the experts that sat idle).
     """
     per_layer: dict[str, dict[float, float]] = {}
     dormant = {float(t): 0 for t in taus}
     total = 0
     for name, act in features.items():
+        if act.shape[0] == 0:
+            continue
         s = neuron_scores(act)
         per_layer[name] = {float(t): float((s <= t).double().mean()) for t in taus}
         for t in taus:

@@ -124,7 +124,7 @@ class NetBase(nn.Module):
                 tower.record_experts(cap)
         finally:
             for l in layers:
-                l.capture, l.captured = False, None
+                l.capture, l.captured, l.captured_inputs = False, None, None
         return cap
 
     def _probe(self, obs, task_id, action, cap: ProbeCapture) -> None:

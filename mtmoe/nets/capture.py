@@ -21,6 +21,16 @@ class TowerActivations:
     """Layer -> activations whose units count for the dormant ratio ((B, N), (B, C, H, W) or (rows, h))."""
     representation: torch.Tensor | None = None
     """(B, F): what the tower's last layer reads."""
+    expert_representations: list[torch.Tensor] = field(default_factory=list)
+    """Position 'big': what each expert tower's head reads, (rows, F) per expert that got rows
+    (experts' features are not columns of one space, so srank is taken per expert)."""
+
+    @property
+    def representations(self) -> list[torch.Tensor]:
+        """The matrices srank and feature norm are taken on: one per expert tower, else the tower's."""
+        if self.expert_representations:
+            return self.expert_representations
+        return [] if self.representation is None else [self.representation]
 
 
 class ProbeCapture:
@@ -39,6 +49,9 @@ class ProbeCapture:
 
     def representation(self, tower: str, act: torch.Tensor) -> None:
         self.towers.setdefault(tower, TowerActivations()).representation = act.flatten(1)
+
+    def expert_representation(self, tower: str, act: torch.Tensor) -> None:
+        self.towers.setdefault(tower, TowerActivations()).expert_representations.append(act.flatten(1))
 
     def torso(self, tower: str, prefix: str | None, torso, x: torch.Tensor) -> torch.Tensor:
         """Run a torso, recording its layers (prefix.<layer>) as neurons and its output; -> output."""

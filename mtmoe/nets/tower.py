@@ -165,16 +165,29 @@ class Tower(nn.Module):
         return x, prev
 
     def record_experts(self, capture: ProbeCapture) -> None:
-        """After a probe forward: every MoE layer's expert hidden rows, as neurons of this tower
-        (position 'big': they are also its representation, the experts' last hidden layers)."""
-        rows_all = []
+        """After a probe forward: every MoE layer's expert hidden rows, as neurons of this tower.
+        Position 'big': each expert tower is probed like a dense tower, on the rows routed to it
+        (its torso and hidden layers as neurons, its head's input as one of the representations)."""
         for name, layer in zip(self.layer_names, self.layers):
-            if isinstance(layer, MoEBlock):
-                for e, rows in layer.moe.captured_per_expert().items():
-                    capture.layer(self.name, f"{name}.expert{e}", rows, neurons=True)
-                    rows_all.append(rows)
-        if self.big and rows_all:
-            capture.representation(self.name, torch.cat(rows_all))
+            if not isinstance(layer, MoEBlock):
+                continue
+            if self.big:
+                self._record_expert_towers(capture, layer.moe)
+                continue
+            for e, rows in layer.moe.captured_per_expert().items():
+                capture.layer(self.name, f"{name}.expert{e}", rows, neurons=True)
+
+    def _record_expert_towers(self, capture: ProbeCapture, moe: MoELayer) -> None:
+        towers = moe.experts
+        for e, rows in moe.captured_inputs_per_expert().items():
+            if rows.shape[0] == 0:  # no input routed to this expert: nothing to score
+                continue
+            inner = ProbeCapture()
+            torch.func.functional_call(towers._template, towers.tower_params(e), (rows,), {"capture": inner})
+            acts = inner.towers["expert"]
+            for layer, act in acts.neurons.items():
+                capture.layer(self.name, f"big.expert{e}.{layer}", act, neurons=True)
+            capture.expert_representation(self.name, acts.representation)
 
     def forward(self, x, cond=None, task_id=None):
         return self.run(x, cond, task_id)[0]
@@ -222,9 +235,9 @@ class FlatTower(nn.Module):
         self.tower = Tower("expert", in_shape, out_dim, cfg, use_moe=False, make_torso=make_torso,
                            cond_dim=cond_dim, out_gain=out_gain)
 
-    def forward(self, flat):
+    def forward(self, flat, capture: ProbeCapture | None = None):
         n = flat.shape[0]
         x = flat[:, : self.in_dim - self.cond_dim].reshape(n, *self.in_shape)
         cond = flat[:, self.in_dim - self.cond_dim:] if self.cond_dim else None
-        out, prev = self.tower.run(x, cond)
+        out, prev = self.tower.run(x, cond, capture=capture)
         return out, prev.flatten(1)

@@ -45,18 +45,19 @@ class EvalRequest:
     device: str = "auto"
 
 
-def read_checkpoint(path: Path, device: torch.device) -> dict:
-    """The checkpoint's saved agent state (what `agent.state_dict()` wrote) and its global step."""
+def read_checkpoint(path: Path, device: torch.device, what: str = "evaluate") -> dict:
+    """The checkpoint's saved agent state (what `agent.state_dict()` wrote) and its global step;
+    errors start with `what` (the command)."""
     if not path.is_file():
-        raise MtmoeError(f"evaluate: no checkpoint at {path} (a run writes {CHECKPOINT} at its end and on "
+        raise MtmoeError(f"{what}: no checkpoint at {path} (a run writes {CHECKPOINT} at its end and on "
                          "schedule; this one has none yet, or checkpoint_every=-1)")
     try:
         state = torch.load(path, weights_only=False, map_location=device)
     except Exception as e:  # truncated, empty or foreign file: torch raises many kinds
         reason = (str(e).splitlines() or [""])[0].split(". ")[0][:100]
-        raise MtmoeError(f"evaluate: {path} is unreadable ({type(e).__name__}: {reason})") from None
+        raise MtmoeError(f"{what}: {path} is unreadable ({type(e).__name__}: {reason})") from None
     if not isinstance(state, dict) or not isinstance(state.get("agent"), dict):
-        raise MtmoeError(f"evaluate: {path} is not an mtmoe checkpoint (no 'agent' state)")
+        raise MtmoeError(f"{what}: {path} is not an mtmoe checkpoint (no 'agent' state)")
     return state["agent"]
 
 
@@ -111,23 +112,24 @@ def play(env, agent, req: EvalRequest) -> tuple[dict[str, dict], int]:
     return {t: task_stats(eps, req.episodes) for t, eps in done.items()}, steps
 
 
-def output_path(run_dir: Path) -> Path:
-    """evaluate.json, or the first free evaluate-<i>.json: an earlier evaluation is never overwritten."""
-    path, i = run_dir / "evaluate.json", 1
+def numbered_path(run_dir: Path, stem: str = "evaluate") -> Path:
+    """<stem>.json, or the first free <stem>-<i>.json: an earlier result is never overwritten."""
+    path, i = run_dir / f"{stem}.json", 1
     while path.exists():
-        path, i = run_dir / f"evaluate-{i}.json", i + 1
+        path, i = run_dir / f"{stem}-{i}.json", i + 1
     return path
 
 
-def _write_new(path: Path, data: dict) -> Path:
-    """Write to `path`, or to the next free name should another evaluation have taken it meanwhile."""
+def write_new(path: Path, data: dict) -> Path:
+    """Write to `path`, or to the next free name of its kind should another command have taken it meanwhile."""
+    stem = path.stem.rsplit("-", 1)[0] if path.stem.rsplit("-", 1)[-1].isdigit() else path.stem
     while True:
         try:
             with open(path, "x") as f:
                 json.dump(data, f, indent=2)
             return path
         except FileExistsError:
-            path = output_path(path.parent)
+            path = numbered_path(path.parent, stem)
 
 
 # ---------------------------------------------------------------------------------------------- videos
@@ -261,7 +263,7 @@ def evaluate_run(req: EvalRequest, registry) -> Path:
     try:
         render_envs = open_render_envs(env.tasks, req) if req.video else []
         tasks, steps = play(env, agent, req)
-        json_path = output_path(req.run_dir)
+        json_path = numbered_path(req.run_dir)
         videos = (record_videos(env, agent, req, render_envs, video_folder(req.video, req.run_dir, json_path))
                   if req.video else None)
     finally:
@@ -272,7 +274,7 @@ def evaluate_run(req: EvalRequest, registry) -> Path:
                          "deterministic": req.deterministic, "episodes": req.episodes, "seed": req.seed,
                          "max_steps": req.max_steps, "vector_steps_played": steps},
               "tasks": tasks, "videos": videos, "wall_time_s": round(time.time() - start, 2)}
-    json_path = _write_new(json_path, result)
+    json_path = write_new(json_path, result)
     print_table(result)
     from mtmoe.views import console
 

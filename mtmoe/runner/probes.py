@@ -20,6 +20,12 @@ from mtmoe.nets.moe.collect import collect_moe
 from mtmoe.tasks.mixture import TaskMixture, simultaneous_twin
 
 TAUS = (0.0, 0.025, 0.1)
+#: what the probe measures, recorded with every probe's result (runs without it: version 1).
+#: 2 (December 2026): whole-tower experts (position 'big') are probed layer by layer, torso and
+#: hidden layers, like a dense tower (1: their last hidden layer only), srank per expert tower
+#: (1: of their features stacked), and experts no row was routed to are left out of the dormant
+#: fraction (1: counted as active, diluting it, e.g. 3x for task routing with 3 experts).
+PROBE_VERSION = 2
 
 
 def collect_probe_batch(env: TaskMixture, per_task: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -58,14 +64,16 @@ def probe(nets: dict[str, torch.nn.Module], obs: torch.Tensor, task: torch.Tenso
             sel = task == k
             towers = net.probe_activations(obs[sel], task[sel], **{a: v[sel] for a, v in kwargs.items()})
             for tower, acts in towers.items():
-                if not acts.neurons or acts.representation is None:
+                reps = acts.representations
+                if not acts.neurons or not reps:
                     continue
                 key = tower if name in ("actor_critic", "actor") else f"{name}.{tower}"
                 dormant = dormant_ratio_layers(acts.neurons, TAUS)["overall"]
-                rep = acts.representation
+                ranks = [int(srank(rep)) for rep in reps]  # position 'big': the mean over expert towers
                 out["tasks"].setdefault(tname, {})[key] = {
                     **{f"dormant@{tau}": float(v) for tau, v in dormant.items()},
-                    "srank": int(srank(rep)), "feature_norm": float(feature_norm(rep))}
+                    "srank": ranks[0] if len(ranks) == 1 else float(np.mean(ranks)),
+                    "feature_norm": float(np.mean([float(feature_norm(rep)) for rep in reps]))}
         out["weight_norm"][name] = float(weight_norms(net)[1])
         if getattr(net, "moe_layers", dict)():
             with collect_moe(telemetry=True) as moe:  # its aux losses are dropped with the collector

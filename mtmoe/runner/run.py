@@ -31,6 +31,7 @@ from mtmoe.runner.records import (EpisodeLog, flops_record, machine_info, new_ru
                                   write_summary)
 from mtmoe.runner.logger import RunLogger, WandbOptions, import_wandb
 from mtmoe.runner.periodic import EpisodeStats, Evaluation, Progress, Prober, log_schedule, log_training
+from mtmoe.runner.probes import PROBE_VERSION
 from mtmoe.tasks import make_mixture
 from mtmoe.tasks.registry import Registry
 
@@ -262,7 +263,7 @@ class TrainingLoop:
             "normalization": normalization_of(env.tasks),
             "stopped": st.stopped,
             "resumed": self.resumed,
-            "final_probe": self.prober.last,
+            "final_probe": self.prober.last, "probe_version": PROBE_VERSION,
             "eval": self.evaluation.last,
             "nonstationarity": self.evaluation.nonstationarity(env, steps),
         }

@@ -248,7 +248,7 @@ def load_trained_net(run_dir: Path, cfg: RunConfig, env, device: torch.device):
 def _finish(run_dir: Path, cfg: RunConfig, registry: Registry, device: torch.device, wall: float) -> None:
     """Final evaluation and probe with mtmoe's tools, then summary.json."""
     from mtmoe.runner.evaluate import Evaluator
-    from mtmoe.runner.probes import collect_probe_batch, probe
+    from mtmoe.runner.probes import PROBE_VERSION, collect_probe_batch, probe
     from mtmoe.agents.ppo import ppo_flops
     from mtmoe.runner.run import flops_batch
     from mtmoe.sf.train import RESULT
@@ -290,7 +290,8 @@ def _finish(run_dir: Path, cfg: RunConfig, registry: Registry, device: torch.dev
             "param_counts": {name: n.param_counts() for name, n in nets.items()},
             "flops": flops_record(flops, step),
             "normalization": normalization_of(env.tasks),
-            "stopped": res["stopped"], "resumed": False, "final_probe": last_probe, "eval": evaluation,
+            "stopped": res["stopped"], "resumed": False, "final_probe": last_probe, "probe_version": PROBE_VERSION,
+            "eval": evaluation,
             "nonstationarity": None,
         }
         write_summary(run_dir, summary)

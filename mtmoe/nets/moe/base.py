@@ -87,6 +87,7 @@ class MoELayer(nn.Module):
         self.name: str | None = None  # qualified name, set by the tower ('actor.hidden0')
         self.capture = False  # set by features(): keep expert hidden activations of the next forward
         self.captured: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.captured_inputs: torch.Tensor | None = None  # the rows each expert read, aligned with captured
 
     # -- what a forward hands back: to the active collector, or to nobody
     def emit(self, *, task_id: torch.Tensor | None = None, aux_loss: torch.Tensor | None = None, **raw) -> None:
@@ -119,13 +120,16 @@ class MoELayer(nn.Module):
         stats.update({k: v.detach() for k, v in extras.items()})
         return stats
 
-    def keep_hidden(self, hidden: torch.Tensor, expert: torch.Tensor, valid: torch.Tensor | None = None) -> None:
-        """In capture mode, keep expert hidden rows (R, h), the expert of each row (R,), and validity (R,)."""
+    def keep_hidden(self, hidden: torch.Tensor, expert: torch.Tensor, valid: torch.Tensor | None = None,
+                    inputs: torch.Tensor | None = None) -> None:
+        """In capture mode, keep expert hidden rows (R, h), the expert of each row (R,), validity (R,)
+        and the rows the experts read (R, d): whole-tower experts are probed layer by layer on them."""
         if self.capture:
             hidden = hidden.detach().reshape(-1, hidden.shape[-1])
             if valid is None:
                 valid = torch.ones(hidden.shape[0], dtype=torch.bool, device=hidden.device)
             self.captured = (hidden, expert.reshape(-1), valid.reshape(-1))
+            self.captured_inputs = None if inputs is None else inputs.detach().reshape(hidden.shape[0], -1)
 
     def captured_per_expert(self) -> dict[int, torch.Tensor]:
         """Expert index -> (rows, h) hidden activations from the captured forward (probe only; syncs)."""
@@ -133,6 +137,13 @@ class MoELayer(nn.Module):
             return {}
         hidden, expert, valid = self.captured
         return {e: hidden[(expert == e) & valid] for e in range(self.num_experts)}
+
+    def captured_inputs_per_expert(self) -> dict[int, torch.Tensor]:
+        """Expert index -> (rows, d) the rows it read in the captured forward (probe only)."""
+        if self.captured is None or self.captured_inputs is None:
+            return {}
+        _, expert, valid = self.captured
+        return {e: self.captured_inputs[(expert == e) & valid] for e in range(self.num_experts)}
 
     def describe(self) -> str:
         return f"{type(self).__name__}"

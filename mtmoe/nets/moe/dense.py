@@ -26,7 +26,7 @@ class DenseMoE(MoELayer):
         y, hidden = self.experts(x.reshape(1, B * m, d), need_hidden=self.capture)
         self.emit(task_id=task_id, shape=(B, m), device=x.device)  # no routing, no aux loss
         if self.capture:
-            self.keep_hidden(hidden, torch.zeros(B * m, dtype=torch.long, device=x.device))
+            self.keep_hidden(hidden, torch.zeros(B * m, dtype=torch.long, device=x.device), inputs=x)
         return y.view(B, m, -1)
 
     def routing_summary(self, shape, device):

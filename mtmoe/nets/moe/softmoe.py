@@ -67,7 +67,7 @@ class SoftMoE(MoELayer):
 
         self.emit(task_id=task_id, combine=combine)  # no aux loss
         if self.capture:
-            self.keep_hidden(hidden, torch.arange(E, device=x.device).repeat_interleave(B * p))
+            self.keep_hidden(hidden, torch.arange(E, device=x.device).repeat_interleave(B * p), inputs=expert_in)
         return y
 
     def routing_summary(self, combine):

@@ -33,7 +33,7 @@ class TaskMoE(MoELayer):
             y, hidden = run_all_keep_routed(self.experts, x, idx)
 
         self.emit(task_id=task_id, idx=idx, m=m)  # no aux loss
-        self.keep_hidden(hidden, idx.unsqueeze(1).expand(B, m))
+        self.keep_hidden(hidden, idx.unsqueeze(1).expand(B, m), inputs=x)
         return y
 
     def routing_summary(self, idx, m):

@@ -270,7 +270,8 @@ class TopKMoE(MoELayer):
         self.emit(task_id=task_id, aux_loss=aux, probs_t=r.probs_t, onehot=r.onehot, keep=r.keep, shape=(B, m),
                   capacity=C)
         if self.capture:
-            self.keep_hidden(hidden, torch.arange(E, device=x.device).repeat_interleave(G * C), owner < k * N)
+            self.keep_hidden(hidden, torch.arange(E, device=x.device).repeat_interleave(G * C), owner < k * N,
+                             inputs=buf)
         return y
 
     def routing_summary(self, probs_t, onehot, keep, shape, capacity):
