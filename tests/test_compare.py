@@ -399,8 +399,12 @@ def test_runs_of_the_old_probe_are_marked_and_re_probed_ones_get_their_own_table
         _edit_summary(run, final_probe=probe)  # no probe_version: recorded by version 1
         if seed == 0:
             again = {"tasks": {t: {"critic": {"dormant@0.025": 0.6, "srank": 9}} for t in TASKS}, "moe": {}}
-            (run / "probe.json").write_text(json.dumps({"probe_version": PROBE_VERSION, "probe": again}))
-            (run / "probe-1.json").write_text(json.dumps({"probe_version": 1, "probe": probe}))  # not current
+            (run / "probe.json").write_text(json.dumps({"probe_version": PROBE_VERSION, "probe": again,
+                                                         "global_step": 1000}))
+            (run / "probe-1.json").write_text(json.dumps({"probe_version": 1, "probe": probe,  # not current
+                                                           "global_step": 1000}))
+            (run / "probe-2.json").write_text(json.dumps({"probe_version": PROBE_VERSION, "probe": probe,
+                                                           "global_step": 500}))  # not the end of training
     out = compare([tmp_path], tmp_path / "report", reps=50, plots=False, warn=lambda m: None)["s"]
     assert out["plasticity"]["both"]["old_probe"] and out["plasticity"]["both"]["towers"]["critic"]["dormant"][0] == pytest.approx(0.2)
     assert out["reprobed"]["both"]["towers"]["critic"]["dormant"] == (pytest.approx(0.6), 0.0, 1)

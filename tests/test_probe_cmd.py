@@ -42,9 +42,13 @@ def test_a_second_probe_keeps_the_first_and_runs_without_a_checkpoint_are_skippe
     bare = tmp_path / "runs" / "no-checkpoint"
     shutil.copytree(run_dir, bare)
     (bare / "checkpoint.pt").unlink()
+    going = tmp_path / "runs" / "unfinished"
+    shutil.copytree(run_dir, going)
+    (going / "summary.json").unlink()
     assert main(["probe", str(tmp_path / "runs")]) == 0
     err = capsys.readouterr().err
     assert "no-checkpoint: no checkpoint.pt; skipped" in err and "probed 1 run(s)" in err
+    assert "unfinished: unfinished (no summary.json); skipped" in err and not (going / "probe-1.json").exists()
     assert (copy / "probe-1.json").is_file() and (copy / "probe.json").is_file()  # the copied one is kept
     assert not (bare / "probe-1.json").exists()  # nothing new where there is no checkpoint
 

@@ -48,7 +48,8 @@ def recorded_probe(run: RunResult) -> tuple[dict | None, int]:
 
 
 def reprobed(run: RunResult) -> tuple[dict | None, int]:
-    """(the probe of the run's newest probe.json / probe-<i>.json of the current version, its version)."""
+    """(the probe of the run's newest probe.json / probe-<i>.json of the current version taken at the
+    run's last step, its version)."""
     from mtmoe.runner.probes import PROBE_VERSION
 
     best, best_time = None, -1.0
@@ -57,7 +58,8 @@ def reprobed(run: RunResult) -> tuple[dict | None, int]:
             record = json.loads(path.read_text())
         except (ValueError, OSError):
             continue
-        if record.get("probe_version") == PROBE_VERSION and path.stat().st_mtime > best_time:
+        at_end = record.get("global_step") == run.summary.get("steps")  # the final checkpoint's, not an earlier one
+        if record.get("probe_version") == PROBE_VERSION and at_end and path.stat().st_mtime > best_time:
             best, best_time = record.get("probe"), path.stat().st_mtime
     return best, PROBE_VERSION
 

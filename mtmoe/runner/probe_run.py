@@ -6,7 +6,8 @@ finished run again from its checkpoint: the run's ``config.json`` rebuilds its m
 networks (as `mtmoe evaluate` does), the probe batch is drawn exactly as the run drew it (same
 seed, same random play), and the probe's result goes to ``RUN_DIR/probe.json`` (``probe-1.json``
 … when that exists: nothing is overwritten). `mtmoe compare` reads these files beside what the
-runs recorded. Runs without a checkpoint are skipped with one line each.
+runs recorded. Runs without a checkpoint, and unfinished runs (no ``summary.json``: their
+checkpoint is not the end of training), are skipped with one line each.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def probe_runs(run_dirs: list[Path], registry, device: str = "auto", say=print) 
     for k, run in enumerate(runs, 1):
         if not (run / CHECKPOINT).is_file():
             say(f"[{k}/{len(runs)}] {run}: no {CHECKPOINT}; skipped")
+            continue
+        if not (run / "summary.json").is_file():  # its checkpoint is not the end of training
+            say(f"[{k}/{len(runs)}] {run}: unfinished (no summary.json); skipped")
             continue
         path = probe_run(run, registry, device)
         say(f"[{k}/{len(runs)}] {run}: wrote {path.name}")
