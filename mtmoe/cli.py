@@ -114,8 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Load each run's config.json and checkpoint, draw its probe batch as the run did "
                                    "and run this mtmoe's probe (dormant fraction, srank, expert load per task and "
                                    "tower): for runs recorded by an older probe. Writes RUN_DIR/probe.json "
-                                   "(probe-1.json … when one exists); `mtmoe compare` reads them.")
+                                   "(probe-1.json … when one exists); `mtmoe compare` reads them. Runs whose final probe "
+                                   "is already current are skipped.")
     p.add_argument("run_dirs", nargs="+", metavar="DIR", help="run folders, or folders of runs (searched recursively)")
+    p.add_argument("--again", action="store_true",
+                   help="probe runs whose final probe is already current too (a new probe json beside the old)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     _tasks_dir_arg(p)
 
@@ -291,7 +294,7 @@ def _probe(args) -> None:
     from mtmoe.tasks.registry import load_registry
 
     written = probe_runs([Path(d) for d in args.run_dirs], load_registry(args.tasks_dir),
-                         args.device, say=lambda line: print(line, file=sys.stderr))
+                         args.device, say=lambda line: print(line, file=sys.stderr), again=args.again)
     print(f"probed {len(written)} run(s); `mtmoe compare` reads their probe json beside the recorded probes",
           file=sys.stderr)
 

@@ -392,6 +392,9 @@ def test_per_task_spread_is_the_sample_standard_deviation(results, tmp_path):
 
 def test_runs_of_the_old_probe_are_marked_and_re_probed_ones_get_their_own_table(tmp_path):
     from mtmoe.runner.probes import PROBE_VERSION
+    current = {"tasks": {t: {"critic": {"dormant@0.025": 0.4, "srank": 9}} for t in TASKS}, "moe": {}}
+    run = write_run(tmp_path, "s", "none", 0, [0.5, 0.5, 0.5])  # recorded by the current probe: in both tables
+    _edit_summary(run, final_probe=current, probe_version=PROBE_VERSION)
     for seed in range(2):
         run = write_run(tmp_path, "s", "both", seed, [0.5, 0.5, 0.5])
         _edit_config(run, net={"placement": "both", "moe": "task", "position": "big"})
@@ -410,7 +413,12 @@ def test_runs_of_the_old_probe_are_marked_and_re_probed_ones_get_their_own_table
     assert out["reprobed"]["both"]["towers"]["critic"]["dormant"] == (pytest.approx(0.6), 0.0, 1)
     report = (tmp_path / "report" / "report.md").read_text()
     assert "| both † | 2 | 0.200 ± 0.000 |" in report and "Labels marked † hold runs recorded by version 1" in report
-    assert "The same, re-probed" in report and "| both | 1 | 0.600 ± 0.000 |" in report
+    assert out["reprobed"]["none"]["towers"]["critic"]["dormant"] == (pytest.approx(0.4), 0.0, 1)
+    assert "The same with the current probe only" in report and "| both | 1 | 0.600 ± 0.000 |" in report
+
+
+def test_no_current_probe_table_when_every_run_recorded_the_current_probe(results, tmp_path):
+    assert compare([results], tmp_path / "report", reps=50, plots=False, warn=pytest.fail)["suite-x"]["reprobed"] == {}
 
 
 @pytest.mark.parametrize("step, label", [(0, "0"), (250_000, "250k"), (1_000_000, "1M"), (1_500_000, "1.5M")])

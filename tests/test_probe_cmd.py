@@ -28,7 +28,9 @@ def run_dir(tmp_path_factory):
 def test_a_probe_of_the_final_checkpoint_equals_the_runs_final_probe(run_dir, capsys):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["probe_version"] == PROBE_VERSION
-    assert main(["probe", str(run_dir)]) == 0
+    assert main(["probe", str(run_dir)]) == 0  # recorded by the current probe: nothing to do
+    assert "final probe is current (version" in capsys.readouterr().err and not (run_dir / "probe.json").exists()
+    assert main(["probe", "--again", str(run_dir)]) == 0
     record = json.loads((run_dir / "probe.json").read_text())
     assert record["probe_version"] == PROBE_VERSION and record["global_step"] == summary["steps"] == 48
     assert record["probe"]["tasks"] == summary["final_probe"]["tasks"]
@@ -45,7 +47,7 @@ def test_a_second_probe_keeps_the_first_and_runs_without_a_checkpoint_are_skippe
     going = tmp_path / "runs" / "unfinished"
     shutil.copytree(run_dir, going)
     (going / "summary.json").unlink()
-    assert main(["probe", str(tmp_path / "runs")]) == 0
+    assert main(["probe", "--again", str(tmp_path / "runs")]) == 0
     err = capsys.readouterr().err
     assert "no-checkpoint: no checkpoint.pt; skipped" in err and "probed 1 run(s)" in err
     assert "unfinished: unfinished (no summary.json); skipped" in err and not (going / "probe-1.json").exists()
@@ -57,3 +59,14 @@ def test_a_folder_without_runs_is_one_line(tmp_path, capsys):
     assert main(["probe", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("mtmoe: error: probe: no run folder")
+
+
+def test_an_old_runs_probe_is_written_once(run_dir, tmp_path, capsys):
+    old = tmp_path / "old-run"
+    shutil.copytree(run_dir, old, ignore=shutil.ignore_patterns("probe*.json"))
+    summary = json.loads((old / "summary.json").read_text())
+    (old / "summary.json").write_text(json.dumps({**summary, "probe_version": PROBE_VERSION - 1}))
+    assert main(["probe", str(old)]) == 0 and (old / "probe.json").is_file()
+    assert main(["probe", str(old)]) == 0  # the second time, probe.json is the current probe
+    assert "current (version %d, in probe.json); skipped" % PROBE_VERSION in capsys.readouterr().err
+    assert not (old / "probe-1.json").exists()

@@ -18,7 +18,7 @@ from mtmoe.compare.accounting import accounting, accounting_md, diverged
 from mtmoe.compare.continual import continual_world_table
 from mtmoe.compare.load import RunResult, find_run_dirs, load_runs
 from mtmoe.compare.plasticity import (OLD_PROBE_NOTE, PLASTICITY_CAPTION, REPROBED_CAPTION, final_plasticity,
-                                     needs_note, plasticity_rows, reprobed)
+                                     needs_note, plasticity_rows, recorded_probe, reprobed)
 from mtmoe.compare.stats import (SUCCESS_SCORES, aggregate_table, label_order, nonstationarity_table,
                                  performance_profiles, score_matrices)
 from mtmoe.errors import MtmoeError
@@ -91,7 +91,15 @@ def _suite_entry(group: list[RunResult], score: str, reps: int, seed: int, norma
             "table": table, "tasks": tasks, "normalization": how, "scores": {k: v.tolist() for k, v in mats.items()},
             "per_task": _per_task(group, tasks, score), "params": _params(group), "flops": _flops(group),
             "steps": _steps(group), "nonstationarity": nonstationarity_table(group),
-            "plasticity": final_plasticity(group), "reprobed": final_plasticity(group, reprobed), "plots": {}}
+            "plasticity": final_plasticity(group), "reprobed": _current_probes(group), "plots": {}}
+
+
+def _current_probes(group: list[RunResult]) -> dict:
+    """The plasticity table by the current probe alone, when some runs recorded an older one."""
+    from mtmoe.runner.probes import PROBE_VERSION
+
+    old = any(recorded_probe(r)[0] and recorded_probe(r)[1] != PROBE_VERSION for r in group)
+    return final_plasticity(group, reprobed) if old else {}
 
 
 def _plots(group: list[RunResult], frame, entry: dict, out: Path, suite: str, reps: int, seed: int) -> dict[str, str]:

@@ -48,8 +48,9 @@ def recorded_probe(run: RunResult) -> tuple[dict | None, int]:
 
 
 def reprobed(run: RunResult) -> tuple[dict | None, int]:
-    """(the probe of the run's newest probe.json / probe-<i>.json of the current version taken at the
-    run's last step, its version)."""
+    """(the run's final probe by the current probe version: its newest probe.json / probe-<i>.json of
+    that version taken at the run's last step, else what it recorded while training when that was
+    this version; that version)."""
     from mtmoe.runner.probes import PROBE_VERSION
 
     best, best_time = None, -1.0
@@ -61,6 +62,9 @@ def reprobed(run: RunResult) -> tuple[dict | None, int]:
         at_end = record.get("global_step") == run.summary.get("steps")  # the final checkpoint's, not an earlier one
         if record.get("probe_version") == PROBE_VERSION and at_end and path.stat().st_mtime > best_time:
             best, best_time = record.get("probe"), path.stat().st_mtime
+    if best is None:
+        recorded, version = recorded_probe(run)
+        best = recorded if version == PROBE_VERSION else None
     return best, PROBE_VERSION
 
 
@@ -111,11 +115,12 @@ OLD_PROBE_NOTE = (
     "features stacked, and counted experts that no input of a task reached (task routing, top-k) as active: "
     "their dormant fraction and srank are not comparable with a dense network's (dense and SoftMoE "
     "penultimate layers were measured as now). `mtmoe probe DIR` measures a run's final checkpoint again with the current probe; the "
-    "re-probed table, when there is one, has those numbers.")
+    "current-probe table below, when there is one, has those numbers.")
 
 REPROBED_CAPTION = (
-    "The same, re-probed: each run's final checkpoint measured again by `mtmoe probe` with the current probe "
-    "(its newest probe.json), over the runs that have one; the probe batch is the one the run drew.")
+    "The same with the current probe only, over the runs that have it: each run's final checkpoint measured "
+    "again by `mtmoe probe` (its newest probe.json; the probe batch is the one the run drew), else the final "
+    "probe it recorded while training when that was by the current probe.")
 
 
 def measured_apart(run: RunResult) -> bool:

@@ -47,9 +47,29 @@ def probe_run(run_dir: Path, registry, device: str = "auto") -> Path:
     return write_new(numbered_path(run_dir, "probe"), record)
 
 
-def probe_runs(run_dirs: list[Path], registry, device: str = "auto", say=print) -> list[Path]:
+def current_probe(run_dir: Path) -> str | None:
+    """Where a finished run's final probe of the current version already is (a file name), or None."""
+    import json
+
+    from mtmoe.runner.probes import PROBE_VERSION
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    if int(summary.get("probe_version", 1)) == PROBE_VERSION and summary.get("final_probe"):
+        return "summary.json"
+    for path in sorted(run_dir.glob("probe*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (ValueError, OSError):
+            continue
+        if record.get("probe_version") == PROBE_VERSION and record.get("global_step") == summary.get("steps"):
+            return path.name
+    return None
+
+
+def probe_runs(run_dirs: list[Path], registry, device: str = "auto", say=print, again: bool = False) -> list[Path]:
     """Probe every run folder given (a folder of runs: each run under it); -> the jsons written."""
     from mtmoe.compare.load import find_run_dirs
+    from mtmoe.runner.probes import PROBE_VERSION
 
     runs = find_run_dirs(run_dirs)
     if not runs:
@@ -61,6 +81,11 @@ def probe_runs(run_dirs: list[Path], registry, device: str = "auto", say=print) 
             continue
         if not (run / "summary.json").is_file():  # its checkpoint is not the end of training
             say(f"[{k}/{len(runs)}] {run}: unfinished (no summary.json); skipped")
+            continue
+        current = None if again else current_probe(run)
+        if current:
+            say(f"[{k}/{len(runs)}] {run}: its final probe is current (version {PROBE_VERSION}, in {current}); "
+                "skipped (--again probes it anyway)")
             continue
         path = probe_run(run, registry, device)
         say(f"[{k}/{len(runs)}] {run}: wrote {path.name}")
