@@ -426,3 +426,23 @@ def test_step_ticks_read_as_people_write_them(step, label):
     from mtmoe.compare.plots import steps_label
 
     assert steps_label(step) == label
+
+
+def test_every_two_labels_get_a_probability_of_improvement(results, tmp_path):
+    for seed, row in enumerate(SCORES["critic"] + 1.0):  # "both" beats every other run on every task
+        write_run(results, "suite-x", "both", seed, [float(v) for v in row])
+    out = compare([results], tmp_path / "report", reps=200, plots=False, warn=pytest.fail)["suite-x"]
+    pairs, table = out["pairwise"], out["table"]
+    assert pairs["both"]["none"] == pairs["both"]["critic"] == (1.0, 1.0, 1.0)
+    assert pairs["none"]["both"] == (0.0, 0.0, 0.0) and "none" not in pairs["none"]
+    p, lo, hi = pairs["critic"]["none"]
+    assert p == pytest.approx(table["critic"]["p_improve"][0]) and lo <= p <= hi
+    assert pairs["none"]["critic"] == pytest.approx((1 - p, 1 - hi, 1 - lo))
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "P(row > column)" in report and "| both |  | 1.000 [1.000, 1.000] | 1.000 [1.000, 1.000] |" not in report
+    assert "| both | 1.000 [1.000, 1.000] | 1.000 [1.000, 1.000] |  |" in report
+
+
+def test_two_labels_have_no_pairwise_table(results, tmp_path):
+    out = compare([results], tmp_path / "report", reps=50, plots=False, warn=pytest.fail)["suite-x"]
+    assert out["pairwise"] == {} and "P(row > column)" not in (tmp_path / "report" / "report.md").read_text()

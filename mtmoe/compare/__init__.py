@@ -20,7 +20,7 @@ from mtmoe.compare.load import RunResult, find_run_dirs, load_runs
 from mtmoe.compare.plasticity import (OLD_PROBE_NOTE, PLASTICITY_CAPTION, REPROBED_CAPTION, final_plasticity,
                                      needs_note, plasticity_rows, recorded_probe, reprobed)
 from mtmoe.compare.stats import (SUCCESS_SCORES, aggregate_table, label_order, nonstationarity_table,
-                                 performance_profiles, score_matrices)
+                                 pairwise_improvement, performance_profiles, score_matrices)
 from mtmoe.errors import MtmoeError
 
 
@@ -88,7 +88,7 @@ def _suite_entry(group: list[RunResult], score: str, reps: int, seed: int, norma
     other_mats, _, other_how = score_matrices(group, other, lambda msg: None, normalize)
     return {"other": {"score": other, "table": aggregate_table(other_mats, reps=reps, seed=seed) if other_mats
                       else {}, "normalization": other_how},
-            "table": table, "tasks": tasks, "normalization": how, "scores": {k: v.tolist() for k, v in mats.items()},
+            "table": table, "pairwise": pairwise_improvement(mats, reps=reps, seed=seed), "tasks": tasks, "normalization": how, "scores": {k: v.tolist() for k, v in mats.items()},
             "per_task": _per_task(group, tasks, score), "params": _params(group), "flops": _flops(group),
             "steps": _steps(group), "nonstationarity": nonstationarity_table(group),
             "plasticity": final_plasticity(group), "reprobed": _current_probes(group), "plots": {}}
@@ -236,6 +236,16 @@ def _continual_world_md(table: dict) -> list[str]:
             ""]
 
 
+def _pairwise_md(pairs: dict[str, dict]) -> list[str]:
+    """Every label against every other: P(row > column) [95% CI]."""
+    labels = list(pairs)
+    cells = [[x, *("" if x == y else _ci(pairs[x][y]) for y in labels)] for x in labels]
+    return ["Probability of improvement between every two labels, P(row > column) [95% CI]: the chance that a run "
+            "of the row's label beats a run of the column's on a task (0.5: no difference; a CI that leaves out 0.5 "
+            "is a difference at this confidence; the main table's P(> none) is the column none, from other bootstrap resamples):", "",
+            _md_table(["label", *labels], cells), ""]
+
+
 def _plasticity_md(e: dict) -> list[str]:
     """The end-of-training plasticity table as recorded, and as re-probed where runs have probe.json."""
     md = []
@@ -306,6 +316,8 @@ def render_report(result: dict, paths: list[Path], score: str, reps: int, seed: 
                _md_table(["label", *e["tasks"]],
                          [[label, *(f"{m:.2f} ± {s:.2f} (n={n})" if m is not None else "-" for m, s, n in
                                     (per[t] for t in e["tasks"]))] for label, per in e["per_task"].items()]), ""]
+        if e.get("pairwise"):
+            md += _pairwise_md(e["pairwise"])
         if e.get("continual_world"):
             md += _continual_world_md(e["continual_world"])
         if e["nonstationarity"]:

@@ -88,6 +88,17 @@ def aggregate_table(mats: dict[str, np.ndarray], reps: int = 2000, seed: int = 0
     return {k: {**est[k], "p_improve": poi.get((k, baseline_of(k))), "runs": int(mats[k].shape[0])} for k in mats}
 
 
+def pairwise_improvement(mats: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) -> dict[str, dict]:
+    """{x: {y: (P(x > y), CI low, CI high)}} for every two labels (rliable's probability of
+    improvement; P(y > x) = 1 − P(x > y), ties counting one half, so each pair is bootstrapped once)."""
+    if len(mats) < 3:  # two labels: the main table's P(> none) says it all
+        return {}
+    out: dict[str, dict] = {k: {} for k in mats}
+    for (x, y), (p, lo, hi) in probability_of_improvement(mats, reps=reps, seed=seed).items():
+        out[x][y], out[y][x] = (p, lo, hi), (1 - p, 1 - hi, 1 - lo)
+    return out
+
+
 def score_distribution(scores: np.ndarray, taus) -> np.ndarray:
     """Fraction of (run, task) scores above each τ: rliable's score_distributions, all τ at once."""
     return np.mean(np.asarray(scores, dtype=float).reshape(-1)[:, None] > np.asarray(taus)[None, :], axis=0)
