@@ -4,7 +4,8 @@
 # written to $OUT/gpu_check.md when $OUT is set, with the stage logs' tails in
 # $OUT/gpu_check_logs.txt).
 #
-#   bash bench/gpu_check.sh               # on the GPU machine: about 8 minutes, 9 at the most
+#   bash bench/gpu_check.sh               # on the GPU machine: about 6 minutes, 8 at the most
+#   GPU_CHECK_STAGES=study bash bench/gpu_check.sh   # a second call: only the stages named (see below)
 #   bash bench/gpu_check.sh --cpu-smoke   # the same stages on the CPU with tiny sizes (CI: tests/test_gpu_check.py)
 #   bash bench/gpu_check.sh --fetch-wheels  # here, with network: wheels for a GPU machine without one (see below)
 #
@@ -16,7 +17,9 @@
 #             torch) is used, the wheels in .whl/ (GPU_CHECK_WHEELS; made beforehand where pip works
 #             by --fetch-wheels, sent with the working tree) are installed without an index into a
 #             --target folder, and that folder and the repository go on PYTHONPATH.
-#   machine   nvidia-smi in one line; python, torch and CUDA versions
+#   machine   nvidia-smi in one line (compute mode too); python, torch and CUDA versions
+#   imports   python -c "import torch, gymnasium, minatar, ale_py, rliable, mtmoe": when it fails, no
+#             later stage starts (each would fail the same way; the device time is kept)
 #   tensor-*  bench/bench_device_env.py: raw TensorMinAtarVec steps/s of all five games on cuda at
 #             1024, 16384 and 65536 envs (random actions, no loop backend)
 #   run-*     mtmoe run --suite minatar-multitask --device cuda --steps S, the whole command with the
@@ -27,10 +30,16 @@
 #   sweep     mtmoe sweep of 16 runs (4 placements x 4 seeds) on one GPU, --runs-per-device 16,
 #             S3 steps each: sum of the runs' env steps / wall time of the sweep command
 #   study     the same for the reference study's grid (configs/sweeps/reference-study.yaml, 8
-#             variants x 2 seeds): what the placement study would cost on this GPU
+#             variants x 2 seeds): what the placement study would cost on this GPU. Not in the
+#             default set: run it in a second call (GPU_CHECK_STAGES=study) when device time is left
+#
+# The table and the stage logs' tails are written to $OUT after every stage, so a command cut off
+# by the device tool still returns what was measured.
 #
 # Environment: GPU_CHECK_CPU=1 (same as --cpu-smoke), GPU_CHECK_PYTHON (the python to use, no
-# install), GPU_CHECK_BUDGET (seconds for everything), GPU_CHECK_WORK (a folder for runs and logs;
+# install), GPU_CHECK_BUDGET (seconds for everything), GPU_CHECK_STAGES (a comma list of tensor, run,
+# atari, sweep, study, or all; default tensor,run,atari,sweep; install, machine and imports always
+# run), GPU_CHECK_WORK (a folder for runs and logs;
 # default a fresh one under /tmp), GPU_CHECK_WHEELS (default .whl), GPU_CHECK_WHEEL_PY (the Python
 # version --fetch-wheels fetches for, default 3.12: the GPU image's).
 set -u
@@ -42,7 +51,9 @@ S2=10240          # atari-multitask: 10 iterations of the preset's 8 envs x 128 
 S3=32768          # each of the 16 sweep runs: 4 iterations
 ENVS="1024 16384 65536"
 BENCH_SECONDS=0.5
-BUDGET=${GPU_CHECK_BUDGET:-540}   # a device command may run 600 s: the table comes out before that
+BUDGET=${GPU_CHECK_BUDGET:-480}   # a device command may run 600 s; 15 min of device time include the start
+STAGES=${GPU_CHECK_STAGES:-tensor,run,atari,sweep}
+[ "$STAGES" = all ] && STAGES=tensor,run,atari,sweep,study
 DEVICE=cuda
 RUN_SETS=()
 TENSOR_SETS=()
@@ -107,7 +118,8 @@ export PYTHONUNBUFFERED=1
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }'; }
 clean() { tr '\t\n' '  ' <<<"$1" | sed 's/[[:space:]]\+/ /g; s/^ //; s/ $//'; }
-record() { printf '%s\t%s\t%s\t%s\n' "$1" "$(clean "$2")" "$(clean "$3")" "$4" >>"$ROWS"; }
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$(clean "$2")" "$(clean "$3")" "$4" >>"$ROWS"; publish; }
+want() { [[ ",$STAGES," == *",$1,"* ]]; }  # is stage group $1 in GPU_CHECK_STAGES?
 last_line() {  # the last non-empty line of a log (progress bars' \r pieces split off)
   tr '\r' '\n' <"$1" 2>/dev/null | sed 's/\x1b\[[0-9;]*[A-Za-z]//g' | awk 'NF { l = $0 } END { print substr(l, 1, 240) }'
 }
@@ -170,7 +182,8 @@ def summary(folder: str) -> str:
         return "failed: no summary.json"
     s = json.loads(found[-1].read_text())
     return (f"{s['steps_per_s']:,.0f} training env steps/s (summary.json); {s['steps']:,} steps, run "
-            f"{s['wall_time_s']:.0f} s of which eval + probes {s['eval_and_probe_time_s']:.0f} s; {s['device']}")
+            f"{s['wall_time_s']:.0f} s of which eval + probes {s['eval_and_probe_time_s']:.0f} s; {s['device']}; "
+            f"envs {s.get('envs')}")
 
 
 def sweep(folder: str, wall: str, expected: str) -> str:
@@ -186,12 +199,13 @@ def sweep(folder: str, wall: str, expected: str) -> str:
 
 
 def sweep_failure(folder: str) -> str:
-    """The last line of the log of a run that did not finish."""
+    """How many runs finished, and the last line of the log of a run that did not."""
+    done = len(list(Path(folder).rglob("summary.json")))
     for log in sorted(Path(folder).rglob("log.txt")):
         if not (log.parent / "summary.json").is_file():
             lines = [ln for ln in log.read_text(errors="replace").replace("\r", "\n").splitlines() if ln.strip()]
-            return f"{log.parent.name}: {lines[-1][:200] if lines else '(empty log)'}"
-    return ""
+            return f"{done} run(s) finished; {log.parent.name}: {lines[-1][:200] if lines else '(empty log)'}"
+    return f"{done} run(s) finished" if done else ""
 
 
 def table(rows_path: str) -> str:
@@ -212,6 +226,22 @@ if __name__ == "__main__":
         print(f"failed: could not read the results ({type(e).__name__}: {e})")
 PYEOF
 gchelp() { "${HPY:-python3}" "$HELPER" "$@"; }
+
+TABLE=$WORK/gpu_check.md
+publish() {  # the table so far (and the logs' tails) to $TABLE and $OUT: a cut-off command still returns them
+  {
+    echo "gpu_check.sh ($MODE mode, stages $STAGES), $(date -u +%Y-%m-%dT%H:%M:%SZ), $(elapsed "$START") s in all; logs in $WORK"
+    echo
+    gchelp table "$ROWS"
+  } >"$TABLE.tmp" && mv "$TABLE.tmp" "$TABLE"
+  if [ -n "${OUT:-}" ]; then
+    mkdir -p "$OUT"
+    cp "$TABLE" "$OUT/gpu_check.md"
+    for f in "$WORK"/*.log; do [ -e "$f" ] && echo "==== $(basename "$f")" && tail -n 40 "$f"; done \
+      >"$OUT/gpu_check_logs.txt" 2>/dev/null
+  fi
+  return 0
+}
 
 # ---- install
 PY=""
@@ -245,10 +275,23 @@ else
     PY=$(command -v python3)
     SITE=$WORK/site
     export PYTHONPATH="$ROOT:$SITE${PYTHONPATH:+:$PYTHONPATH}"
-    cmd="(no network) pip install --no-index --no-deps --target SITE $WHEELS/*.whl; PYTHONPATH=repo:SITE"
+    cmd="(no network) pip install --no-index --no-deps --target SITE WHEEL, one wheel at a time (unzipped where the image has no pip); PYTHONPATH=repo:SITE"
     if compgen -G "$WHEELS/*.whl" >/dev/null; then
-      run_stage install "$T_INSTALL" "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" \
-        "$WHEELS"/*.whl
+      # one wheel at a time: a wheel for another Python (ale-py and arch are cp312) leaves the others in
+      cat >"$WORK/install_wheels.sh" <<'SHEOF'
+py=$1 site=$2 wheels=$3 bad=""
+mkdir -p "$site"
+if "$py" -m pip --version >/dev/null 2>&1; then
+  for w in "$wheels"/*.whl; do
+    "$py" -m pip install -q --no-index --no-deps --no-compile --target "$site" "$w" || bad="$bad $(basename "$w")"
+  done
+else  # an image python without pip: a wheel is a zip of what goes into site-packages
+  "$py" -c "import glob, sys, zipfile; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in glob.glob(sys.argv[2] + '/*.whl')]" \
+    "$site" "$wheels" || bad=" (unzipping)"
+fi
+[ -z "$bad" ] || { echo "not installed:$bad"; exit 1; }
+SHEOF
+      run_stage install "$T_INSTALL" bash "$WORK/install_wheels.sh" "$PY" "$SITE" "$WHEELS"
     else
       STAGE_S=0 STAGE_FAIL="failed: no network and no wheels in $WHEELS/ (make them where pip works: bash bench/gpu_check.sh --fetch-wheels)"
     fi
@@ -256,12 +299,12 @@ else
   record install "$cmd" "${STAGE_FAIL:-done: $PY}" "$STAGE_S"
 fi
 HPY=$PY
-"$HPY" -c "pass" 2>/dev/null || HPY=python3
+timeout 30 "$HPY" "$HELPER" table "$ROWS" >/dev/null 2>&1 || HPY=python3  # a python that cannot run the helper: the system one
 MTMOE=("$PY" -m mtmoe.cli)
 
 # ---- machine
 if [ "$MODE" = gpu ]; then
-  smi=$(timeout 30 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 | head -n 1)
+  smi=$(timeout 30 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,compute_mode --format=csv,noheader 2>&1 | head -n 1)
 else
   smi="nvidia-smi skipped (cpu smoke)"
 fi
@@ -273,24 +316,48 @@ print(f'python {platform.python_version()}, torch {torch.__version__}, CUDA {tor
 "
 record machine "nvidia-smi; python -c 'import torch'" "$smi; ${STAGE_FAIL:-$(last_line "$WORK/machine.log")}" "$STAGE_S"
 
+# ---- imports: without them every later stage would fail the same way; then none starts
+run_stage imports "$T_MACHINE" "$PY" -c "
+import gymnasium, minatar, ale_py, rliable, torch, mtmoe
+print('gymnasium', gymnasium.__version__, '· ale-py', ale_py.__version__, '· mtmoe from', mtmoe.__path__[0])
+"
+IMPORT_FAIL=$STAGE_FAIL
+record imports "python -c 'import torch, gymnasium, minatar, ale_py, rliable, mtmoe'" \
+  "${STAGE_FAIL:-$(last_line "$WORK/imports.log")}" "$STAGE_S"
+
+# go GROUP ROW...: whether the stage group GROUP (GPU_CHECK_STAGES) runs; when the imports failed, its
+# rows are recorded as not started instead
+go() {
+  local group=$1 row
+  shift
+  want "$group" || return 1
+  [ -z "$IMPORT_FAIL" ] && return 0
+  for row in "$@"; do record "$row" "" "failed: not started, the imports failed" 0; done
+  return 1
+}
+
 # ---- tensor MinAtar raw throughput: one process per env count on the GPU (a failure at 65536
 # envs leaves the others), one for all of them in the CPU smoke (process start-up dominates there)
 bench_cmd() { echo python bench/bench_device_env.py --device "$DEVICE" --envs "$@" --seconds "$BENCH_SECONDS" --repeats 1 --no-loop; }
-if [ "$MODE" = cpu ]; then
-  # shellcheck disable=SC2046,SC2086
-  run_stage tensor "$T_BENCH" "$PY" $(bench_cmd $ENVS | cut -d' ' -f2-)
-fi
-for n in $ENVS; do
+tensor_rows=()
+for n in $ENVS; do tensor_rows+=("tensor MinAtar, $n envs"); done
+if go tensor "${tensor_rows[@]}"; then
   if [ "$MODE" = cpu ]; then
-    log=$WORK/tensor.log cmd=$(bench_cmd $ENVS)
-  else
-    # shellcheck disable=SC2046
-    run_stage "tensor-$n" "$T_BENCH" "$PY" $(bench_cmd "$n" | cut -d' ' -f2-)
-    log=$WORK/tensor-$n.log cmd=$(bench_cmd "$n")
+    # shellcheck disable=SC2046,SC2086
+    run_stage tensor "$T_BENCH" "$PY" $(bench_cmd $ENVS | cut -d' ' -f2-)
   fi
-  result=${STAGE_FAIL:-$(gchelp bench "$log" "$n")}
-  record "tensor MinAtar, $n envs" "$cmd" "$result" "$STAGE_S"
-done
+  for n in $ENVS; do
+    if [ "$MODE" = cpu ]; then
+      log=$WORK/tensor.log cmd=$(bench_cmd $ENVS)
+    else
+      # shellcheck disable=SC2046
+      run_stage "tensor-$n" "$T_BENCH" "$PY" $(bench_cmd "$n" | cut -d' ' -f2-)
+      log=$WORK/tensor-$n.log cmd=$(bench_cmd "$n")
+    fi
+    result=${STAGE_FAIL:-$(gchelp bench "$log" "$n")}
+    record "tensor MinAtar, $n envs" "$cmd" "$result" "$STAGE_S"
+  done
+fi
 
 # ---- whole mtmoe run commands
 one_run() {  # NAME LIMIT ARGS...: mtmoe run ARGS, its own results folder
@@ -301,15 +368,20 @@ one_run() {  # NAME LIMIT ARGS...: mtmoe run ARGS, its own results folder
   local shown=("$@")
   record "$name" "mtmoe run ${shown[*]}" "$result" "$STAGE_S"
 }
-one_run run-dense "$T_RUN" --suite minatar-multitask --device "$DEVICE" --steps "$S" ${RUN_SETS[@]+"${RUN_SETS[@]}"} \
-  ${TENSOR_SETS[@]+"${TENSOR_SETS[@]}"}
-DENSE_FAIL=$STAGE_FAIL
-one_run run-critic "$T_RUN" --suite minatar-multitask --placement critic --device "$DEVICE" --steps "$S" \
-  ${RUN_SETS[@]+"${RUN_SETS[@]}"} ${TENSOR_SETS[@]+"${TENSOR_SETS[@]}"}
-one_run run-dense-host-envs "$T_RUN" --suite minatar-multitask --device "$DEVICE" --steps "$S" --set env_device=host \
-  ${RUN_SETS[@]+"${RUN_SETS[@]}"}
-one_run atari "$T_ATARI" --suite atari-multitask --placement critic --device "$DEVICE" --steps "$S2" \
-  ${ATARI_SETS[@]+"${ATARI_SETS[@]}"}
+DENSE_FAIL=""
+if go run run-dense run-critic run-dense-host-envs; then
+  one_run run-dense "$T_RUN" --suite minatar-multitask --device "$DEVICE" --steps "$S" ${RUN_SETS[@]+"${RUN_SETS[@]}"} \
+    ${TENSOR_SETS[@]+"${TENSOR_SETS[@]}"}
+  DENSE_FAIL=$STAGE_FAIL
+  one_run run-critic "$T_RUN" --suite minatar-multitask --placement critic --device "$DEVICE" --steps "$S" \
+    ${RUN_SETS[@]+"${RUN_SETS[@]}"} ${TENSOR_SETS[@]+"${TENSOR_SETS[@]}"}
+  one_run run-dense-host-envs "$T_RUN" --suite minatar-multitask --device "$DEVICE" --steps "$S" --set env_device=host \
+    ${RUN_SETS[@]+"${RUN_SETS[@]}"}
+fi
+if go atari atari; then
+  one_run atari "$T_ATARI" --suite atari-multitask --placement critic --device "$DEVICE" --steps "$S2" \
+    ${ATARI_SETS[@]+"${ATARI_SETS[@]}"}
+fi
 
 # ---- sweeps sharing one GPU: 16 preset runs (4 placements x 4 seeds), then the reference study's
 # grid (configs/sweeps/reference-study.yaml: 8 variants incl. the slow 'big' ones, x 2 seeds)
@@ -333,20 +405,10 @@ sweep_stage() {  # NAME EXPECTED GRID-ARGS...: mtmoe sweep on one GPU, --runs-pe
   fi
   record "$name" "mtmoe sweep ${args[*]}" "$result" "$STAGE_S"
 }
-sweep_stage sweep "$( [ "$MODE" = cpu ] && echo 2 || echo 16 )" "${SWEEP_GRID[@]}"
-sweep_stage study "$( [ "$MODE" = cpu ] && echo 8 || echo 16 )" "${STUDY_GRID[@]}"
+go sweep sweep && sweep_stage sweep "$( [ "$MODE" = cpu ] && echo 2 || echo 16 )" "${SWEEP_GRID[@]}"
+go study study && sweep_stage study "$( [ "$MODE" = cpu ] && echo 8 || echo 16 )" "${STUDY_GRID[@]}"
 
-# ---- the table
-TABLE=$WORK/gpu_check.md
-{
-  echo "gpu_check.sh ($MODE mode), $(date -u +%Y-%m-%dT%H:%M:%SZ), $(elapsed "$START") s in all; logs in $WORK"
-  echo
-  gchelp table "$ROWS"
-} >"$TABLE"
-if [ -n "${OUT:-}" ]; then
-  mkdir -p "$OUT"
-  cp "$TABLE" "$OUT/gpu_check.md"
-  for f in "$WORK"/*.log; do echo "==== $(basename "$f")"; tail -n 40 "$f"; done >"$OUT/gpu_check_logs.txt" 2>/dev/null
-fi
+# ---- the table (published after every stage; once more with the total time)
+publish
 echo
 cat "$TABLE"

@@ -106,3 +106,20 @@ def test_scaling_report_on_synthetic_size_family(tmp_path):
     assert "critic/e16" in md and "α_N" in md
     for name in out["s"]["plots"].values():
         assert (tmp_path / "report" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_task_routed_towers_count_one_tower_per_sample_like_dense():
+    """FLOPs count the routed work: each sample runs through one task tower, so task-routed `big`
+    costs what the dense network costs (a GPU runs every tower on every sample; the count is
+    taken on a CPU copy and does not follow it). A copy counts the same and leaves the net alone."""
+    from mtmoe.metrics.flops import on_cpu
+
+    torch.manual_seed(0)
+    dense = build_actor_critic(OBS, ACT, NetConfig(hidden=(16,), placement="none", num_tasks=3))
+    routed = build_actor_critic(OBS, ACT, NetConfig(hidden=(16,), placement="both", position="big", moe="task",
+                                                    num_experts=3, num_tasks=3))
+    x, t = torch.randn(6, 8), torch.arange(6) % 3
+    assert forward_flops(routed, x, t) == forward_flops(dense, x, t) > 0
+    copy_, args, kwargs = on_cpu(routed, (x, t), {}, copy_always=True)
+    assert copy_ is not routed and train_flops(copy_, *args, **kwargs) == train_flops(routed, x, t)
+    assert all(p.grad is None for p in routed.parameters())
