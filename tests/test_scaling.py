@@ -106,6 +106,10 @@ def test_scaling_report_on_synthetic_size_family(tmp_path):
     assert "critic/e16" in md and "α_N" in md
     for name in out["s"]["plots"].values():
         assert (tmp_path / "report" / name).read_bytes()[:4] == b"\x89PNG"
+    # one seed per size: the same scores give point "CIs", and no trend is claimed from them
+    one = scaling([tmp_path / "s" / f"ppo-critic-e{e}-s0" for e in (1, 4, 16)], tmp_path / "one", reps=200,
+                  bootstrap=20, warn=lambda *_: None)
+    assert one["s"]["families"]["critic"]["trend"].startswith("no CI to compare")
 
 
 def test_task_routed_towers_count_one_tower_per_sample_like_dense():

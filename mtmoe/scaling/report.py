@@ -81,6 +81,9 @@ def _trend(sizes: dict) -> str:
     scored = [v for v in sizes.values() if v["score"] is not None]
     if len(scored) < 2:
         return "one size only"
+    runs = min(len(scored[0]["runs"]), len(scored[-1]["runs"]))
+    if runs < 2:  # one run per task: the bootstrap has nothing to resample, the "CI" is a point
+        return "no CI to compare: the smallest or largest size has one run (a CI needs 2 or more seeds)"
     small, large = scored[0]["score"], scored[-1]["score"]
     if large[1] > small[2]:
         return "rises with parameters (largest size's CI above the smallest's)"
