@@ -10,7 +10,8 @@
 #   bash bench/gpu_check.sh --fetch-wheels  # here, with network: wheels for a GPU machine without one (see below)
 #
 # Stages (each under its own `timeout`, all under one deadline, GPU_CHECK_BUDGET seconds; a stage
-# that fails or times out gives "failed: <its last output line>" in the table, the others go on):
+# that fails or times out gives "failed: <its last output line>" in the table, the others go on,
+# except after a failed imports stage):
 #   install   python -m venv .venv && pip install torch==2.13.0 && pip install -e ".[test]" (timed),
 #             unless .venv exists and imports torch and mtmoe. A GPU machine of this workplace reaches
 #             no package registry: there, with no network, the image's own python3 (it holds a CUDA
@@ -18,8 +19,9 @@
 #             by --fetch-wheels, sent with the working tree) are installed without an index into a
 #             --target folder, and that folder and the repository go on PYTHONPATH.
 #   machine   nvidia-smi in one line (compute mode too); python, torch and CUDA versions
-#   imports   python -c "import torch, gymnasium, minatar, ale_py, rliable, mtmoe": when it fails, no
-#             later stage starts (each would fail the same way; the device time is kept)
+#   imports   python -c "import torch, gymnasium, minatar, mtmoe": when it fails, no later stage starts
+#             (each would fail the same way; the device time is kept); ale_py (Atari) and rliable
+#             are reported, and without ale_py only the atari stage is skipped
 #   tensor-*  bench/bench_device_env.py: raw TensorMinAtarVec steps/s of all five games on cuda at
 #             1024, 16384 and 65536 envs (random actions, no loop backend)
 #   run-*     mtmoe run --suite minatar-multitask --device cuda --steps S, the whole command with the
@@ -53,7 +55,14 @@ ENVS="1024 16384 65536"
 BENCH_SECONDS=0.5
 BUDGET=${GPU_CHECK_BUDGET:-480}   # a device command may run 600 s; 15 min of device time include the start
 STAGES=${GPU_CHECK_STAGES:-tensor,run,atari,sweep}
-[ "$STAGES" = all ] && STAGES=tensor,run,atari,sweep,study
+STAGES=${STAGES// /}
+[[ ",$STAGES," == *",all,"* ]] && STAGES=tensor,run,atari,sweep,study
+for stage in ${STAGES//,/ }; do
+  case $stage in tensor|run|atari|sweep|study) ;;
+    *) echo "gpu_check.sh: GPU_CHECK_STAGES: unknown stage '$stage' (known: tensor, run, atari, sweep, study, all)" >&2
+       exit 2 ;;
+  esac
+done
 DEVICE=cuda
 RUN_SETS=()
 TENSOR_SETS=()
@@ -137,6 +146,8 @@ run_stage() {
   fi
   [ "$limit" -gt "$left" ] && limit=$left
   echo "== $name (at most ${limit} s): $*" >&2
+  : >"$WORK/$name.log"
+  [ -n "${OUT:-}" ] && publish  # a command cut off in this stage still returns its log's start
   local t0
   t0=$(now)
   timeout -k 10 "$limit" "$@" >"$WORK/$name.log" 2>&1 </dev/null
@@ -286,8 +297,19 @@ if "$py" -m pip --version >/dev/null 2>&1; then
     "$py" -m pip install -q --no-index --no-deps --no-compile --target "$site" "$w" || bad="$bad $(basename "$w")"
   done
 else  # an image python without pip: a wheel is a zip of what goes into site-packages
-  "$py" -c "import glob, sys, zipfile; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in glob.glob(sys.argv[2] + '/*.whl')]" \
-    "$site" "$wheels" || bad=" (unzipping)"
+  bad=$("$py" - "$site" "$wheels" <<'PY'
+import glob, sys, zipfile
+ok = ("py3-none-any", "py2.py3-none-any", "cp%d%d-cp%d%d" % (sys.version_info[:2] * 2))
+for w in sorted(glob.glob(sys.argv[2] + "/*.whl")):
+    name = w.rsplit("/", 1)[-1]
+    try:
+        if not any(tag in name for tag in ok):
+            raise ValueError("for another Python")
+        zipfile.ZipFile(w).extractall(sys.argv[1])
+    except Exception as e:
+        print(f" {name} ({e})", end="")
+PY
+) || bad="$bad (unzipping)"
 fi
 [ -z "$bad" ] || { echo "not installed:$bad"; exit 1; }
 SHEOF
@@ -318,11 +340,20 @@ record machine "nvidia-smi; python -c 'import torch'" "$smi; ${STAGE_FAIL:-$(las
 
 # ---- imports: without them every later stage would fail the same way; then none starts
 run_stage imports "$T_MACHINE" "$PY" -c "
-import gymnasium, minatar, ale_py, rliable, torch, mtmoe
-print('gymnasium', gymnasium.__version__, '· ale-py', ale_py.__version__, '· mtmoe from', mtmoe.__path__[0])
+import importlib, torch, gymnasium, minatar, mtmoe
+missing = []
+for name in ('ale_py', 'rliable'):  # Atari; the reports' statistics (imported where used)
+    try:
+        importlib.import_module(name)
+    except Exception as e:
+        missing.append(f'{name} ({type(e).__name__})')
+print('gymnasium', gymnasium.__version__, '· mtmoe from', mtmoe.__path__[0],
+      '· missing: ' + ', '.join(missing) if missing else '· ale_py and rliable too')
 "
 IMPORT_FAIL=$STAGE_FAIL
-record imports "python -c 'import torch, gymnasium, minatar, ale_py, rliable, mtmoe'" \
+ALE_FAIL=""
+grep -q "missing: .*ale_py" "$WORK/imports.log" 2>/dev/null && ALE_FAIL="ale_py does not import"
+record imports "python -c 'import torch, gymnasium, minatar, mtmoe' (ale_py, rliable reported)" \
   "${STAGE_FAIL:-$(last_line "$WORK/imports.log")}" "$STAGE_S"
 
 # go GROUP ROW...: whether the stage group GROUP (GPU_CHECK_STAGES) runs; when the imports failed, its
@@ -331,8 +362,10 @@ go() {
   local group=$1 row
   shift
   want "$group" || return 1
-  [ -z "$IMPORT_FAIL" ] && return 0
-  for row in "$@"; do record "$row" "" "failed: not started, the imports failed" 0; done
+  local why=${IMPORT_FAIL:+the imports failed}
+  [ "$group" = atari ] && [ -z "$why" ] && why=$ALE_FAIL
+  [ -z "$why" ] && return 0
+  for row in "$@"; do record "$row" "" "failed: not started, $why" 0; done
   return 1
 }
 

@@ -70,7 +70,8 @@ def analyse_suite(group: list[RunResult], warn, reps: int = 2000, seed: int = 0,
             rs = [r for r in runs if r.label == label]
             flops = [(r.summary.get("flops") or {}).get("per_env_step") for r in rs]
             sizes[label] = {"params": params_of(rs[0]), "flops_per_step": flops[0], "runs": rs,
-                            "score": table.get(label, {}).get("iqm")}
+                            "score": table.get(label, {}).get("iqm"),
+                            "scored_runs": len(mats[label]) if label in mats else 0}
         families[fam] = {"sizes": dict(sorted(sizes.items(), key=lambda kv: kv[1]["params"]))}
         families[fam]["trend"] = _trend(families[fam]["sizes"])
         families[fam]["fit"] = _fit_family(families[fam]["sizes"], scales, warn, fam, bootstrap, seed)
@@ -81,8 +82,7 @@ def _trend(sizes: dict) -> str:
     scored = [v for v in sizes.values() if v["score"] is not None]
     if len(scored) < 2:
         return "one size only"
-    runs = min(len(scored[0]["runs"]), len(scored[-1]["runs"]))
-    if runs < 2:  # one run per task: the bootstrap has nothing to resample, the "CI" is a point
+    if min(scored[0]["scored_runs"], scored[-1]["scored_runs"]) < 2:  # the bootstrap has one run to draw: a point
         return "no CI to compare: the smallest or largest size has one run (a CI needs 2 or more seeds)"
     small, large = scored[0]["score"], scored[-1]["score"]
     if large[1] > small[2]:
