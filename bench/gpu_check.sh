@@ -35,7 +35,7 @@
 #             variants x 2 seeds): what the placement study would cost on this GPU. Not in the
 #             default set: run it in a second call (GPU_CHECK_STAGES=study) when device time is left
 #
-# The table and the stage logs' tails are written to $OUT after every stage, so a command cut off
+# The table and the stage logs' tails are written to $OUT before and after every stage, so a command cut off
 # by the device tool still returns what was measured.
 #
 # Environment: GPU_CHECK_CPU=1 (same as --cpu-smoke), GPU_CHECK_PYTHON (the python to use, no
