@@ -52,7 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="mtmoe: where should Mixture-of-Experts layers go in actor-critic agents "
                     "(actor, critic, both, none) under non-stationarity?")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_listings, _add_run, _add_evaluate, _add_probe, _add_sweep, _add_reports, _add_nets):
+        add(sub)
+    return parser
 
+
+def _add_listings(sub) -> None:
+    """The `tasks` and `suites` commands."""
     p = sub.add_parser("tasks", help="list the registered tasks", description="List the registered tasks.")
     _tasks_dir_arg(p)
     p.add_argument("--backend", help="only tasks of this backend")
@@ -68,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--budget", help="a named budget of the suite")
     show.add_argument("--num-envs", type=positive_int, help="env slots (default: the suite's)")
     _tasks_dir_arg(show)
+
+
+def _add_run(sub) -> None:
+    """`mtmoe run`."""
     p = sub.add_parser("run", help="one training run", description="Train one agent on a suite and write its results "
                        "folder (config.json, metrics.jsonl, tb/, summary.json, checkpoint.pt).")
     _net_args(p, suite_required=False)
@@ -76,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--steps", type=positive_int, help="env steps (default: the suite's budget)")
     p.add_argument("--budget", help="a named budget of the suite (see `mtmoe suites show`)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _device_arg(p)
     p.add_argument("--out", default="results", help="results root (default: results/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. ppo.learning_rate=1e-3 (repeatable)")
@@ -87,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     _wandb_args(p)
     _tasks_dir_arg(p)
 
+
+def _add_evaluate(sub) -> None:
+    """`mtmoe evaluate`."""
     p = sub.add_parser("evaluate", help="play a trained run's policy: per-task scores, videos",
                        description="Load a run folder's config.json and checkpoint, play N episodes of every task "
                                    "and print per-task returns (mean ± std), normalized scores and success rates; "
@@ -107,9 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vector steps the evaluation may take; a task that finished fewer episodes by then is "
                         "marked in the table (default 100000)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the evaluation envs (default 0)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _device_arg(p)
     _tasks_dir_arg(p)
 
+
+def _add_probe(sub) -> None:
+    """`mtmoe probe`."""
     p = sub.add_parser("probe", help="measure plasticity and routing again on runs' checkpoints",
                        description="Load each run's config.json and checkpoint, draw its probe batch as the run did "
                                    "and run this mtmoe's probe (dormant fraction, srank, expert load per task and "
@@ -119,9 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+", metavar="DIR", help="run folders, or folders of runs (searched recursively)")
     p.add_argument("--again", action="store_true",
                    help="probe runs whose final probe is already current too (a new probe json beside the old)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _device_arg(p)
     _tasks_dir_arg(p)
 
+
+def _add_sweep(sub) -> None:
+    """`mtmoe sweep`."""
     p = sub.add_parser("sweep", help="a grid of runs over placements, seeds, MoE kinds …",
                        description="Run a grid of runs (suites × placements × MoE kinds × positions × experts × "
                                    "seeds) in parallel processes. Started again on the same --out, it skips complete "
@@ -141,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="configs/<preset>.yaml (default: the suite's)")
     p.add_argument("--steps", type=positive_int, help="env steps per run (default: the suite's budget)")
     p.add_argument("--budget", help="a named budget of the suite")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _device_arg(p)
     p.add_argument("--jobs", type=non_negative_int, default=0,
                    help="runs at once (default: --runs-per-device per GPU, else one per CPU core)")
     p.add_argument("--runs-per-device", type=positive_int, default=1, metavar="N",
@@ -157,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: start a local Ray instance); every node must see --out at the same path")
     _tasks_dir_arg(p)
 
+
+def _add_reports(sub) -> None:
+    """`compare`, `export` and `scaling`: reports read from results folders."""
     p = sub.add_parser("compare", help="compare placements from results folders",
                        description="Read results folders (of `run` or `sweep`) and compare placements and MoE kinds "
                                    "per suite: IQM with stratified-bootstrap CIs, probability of improvement over "
@@ -188,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     _report_args(p, "scaling")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the power-law fit (default 200)")
 
+
+def _add_nets(sub) -> None:
+    """`mtmoe nets show`."""
     p = sub.add_parser("nets", help="show the networks a run would build", description="`nets show --suite S "
                        "[--placement P …]`: the towers, their layers and parameter counts.")
     ns = p.add_subparsers(dest="nets_command", metavar="show")
@@ -195,7 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     _net_args(show)
     show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     _tasks_dir_arg(show)
-    return parser
+
+
+def _device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
 def _wandb_args(p: argparse.ArgumentParser) -> None:
