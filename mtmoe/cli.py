@@ -204,7 +204,7 @@ def _add_reports(sub) -> None:
 
     p = sub.add_parser("scaling", help="returns against parameters and compute, intrinsic performance",
                        description="Read the results of a size sweep (e.g. `mtmoe sweep --experts 1,4,16 …`) and, per "
-                                   "placement: final score against parameters (IQM, 95%% CIs), return against counted "
+                                   "placement: final score against parameters (IQM, 95% CIs), return against counted "
                                    "training FLOPs per size, intrinsic performance (Hilton et al. 2023) and its "
                                    "power-law fit. Writes scaling.md and PNG plots.")
     _report_args(p, "scaling")
