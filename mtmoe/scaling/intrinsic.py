@@ -171,6 +171,33 @@ def _solve(starts, lN, lE, lI, bounds):
     return best
 
 
+def _exponents(q) -> tuple[float, float, float, float]:
+    """(α_N, α_E, β, size exponent) from fitted parameters (log N_c, log E_c, log α_N, log α_E)."""
+    a, b = np.exp(q[2]), np.exp(q[3])
+    return a, b, a * b / (a + b), b / (a + b)
+
+
+def _bootstrap(p, logs, g, bounds, reps: int, seed: int) -> np.ndarray:
+    """Exponents refitted from ``p`` on ``reps`` resamples of the points (of whole groups when
+    ``g`` labels them); resamples with fewer than 5 distinct points or a failed fit are dropped."""
+    lN, lE, lI = logs
+    rng = np.random.default_rng(seed)
+    labels = np.unique(g) if g is not None else None
+    draws = []
+    for _ in range(int(reps)):
+        if labels is None:
+            idx = rng.integers(0, lI.size, lI.size)
+        else:
+            pick = rng.choice(labels, labels.size, replace=True)
+            idx = np.concatenate([np.flatnonzero(g == lab) for lab in pick])
+        if np.unique(idx).size < 5:
+            continue
+        r = _solve([p], lN[idx], lE[idx], lI[idx], bounds)
+        if r.success:
+            draws.append(_exponents(r.x))
+    return np.asarray(draws).reshape(-1, 4)
+
+
 def fit_power_law(N, E, I, bootstrap: int = 200, seed: int = 0, groups=None) -> dict:
     r"""Fit ``I^(-β) = (N_c/N)^α_N + (E_c/E)^α_E`` with ``β = α_N·α_E/(α_N+α_E)``.
 
@@ -212,27 +239,8 @@ def fit_power_law(N, E, I, bootstrap: int = 200, seed: int = 0, groups=None) -> 
         starts.append(np.array([mN + half / a, mE + half / b, np.log(a), np.log(b)]))
     res = _solve(starts, lN, lE, lI, bounds)
     p = res.x
-
-    def summary(q):
-        a, b = np.exp(q[2]), np.exp(q[3])
-        return a, b, a * b / (a + b), b / (a + b)
-
-    a, b, beta, sexp = summary(p)
-    rng = np.random.default_rng(seed)
-    labels = np.unique(g) if g is not None else None
-    draws = []
-    for _ in range(int(bootstrap)):
-        if labels is None:
-            idx = rng.integers(0, n, n)
-        else:
-            pick = rng.choice(labels, labels.size, replace=True)
-            idx = np.concatenate([np.flatnonzero(g == lab) for lab in pick])
-        if np.unique(idx).size < 5:
-            continue
-        r = _solve([p], lN[idx], lE[idx], lI[idx], bounds)
-        if r.success:
-            draws.append(summary(r.x))
-    draws = np.asarray(draws).reshape(-1, 4)
+    a, b, beta, sexp = _exponents(p)
+    draws = _bootstrap(p, (lN, lE, lI), g, bounds, bootstrap, seed)
 
     def ci(k):
         if not len(draws):
