@@ -31,6 +31,9 @@
 #             and probes off (ATARI_SETS: one Atari evaluation alone may take a minute)
 #   sweep     mtmoe sweep of 16 runs (4 placements x 4 seeds) on one GPU, --runs-per-device 16,
 #             S3 steps each: sum of the runs' env steps / wall time of the sweep command
+#   dqn       mtmoe run --suite minatar-multitask --algo dqn --placement critic --device cuda --steps S4
+#             (the dqn-minatar preset, SoftMoE Q network; evaluation and probes off): DQN's CUDA path
+#             and its training steps/s (host envs: DQN takes no tensor envs)
 #   study     the same for the reference study's grid (configs/sweeps/reference-study.yaml, 8
 #             variants x 2 seeds): what the placement study would cost on this GPU. Not in the
 #             default set: run it in a second call (GPU_CHECK_STAGES=study) when device time is left
@@ -40,7 +43,7 @@
 #
 # Environment: GPU_CHECK_CPU=1 (same as --cpu-smoke), GPU_CHECK_PYTHON (the python to use, no
 # install), GPU_CHECK_BUDGET (seconds for everything), GPU_CHECK_STAGES (a comma list of tensor, run,
-# atari, sweep, study, or all; default tensor,run,atari,sweep; install, machine and imports always
+# atari, sweep, dqn, study, or all; default tensor,run,atari,sweep,dqn; install, machine and imports always
 # run), GPU_CHECK_WORK (a folder for runs and logs;
 # default a fresh one under /tmp), GPU_CHECK_WHEELS (default .whl), GPU_CHECK_WHEEL_PY (the Python
 # version --fetch-wheels fetches for, default 3.12: the GPU image's).
@@ -51,15 +54,16 @@ set -u
 S=131072          # minatar-multitask runs: 16 PPO iterations of 64 envs x 128 steps
 S2=10240          # atari-multitask: 10 iterations of the preset's 8 envs x 128 steps
 S3=32768          # each of the 16 sweep runs: 4 iterations
+S4=8192           # DQN: 3,192 gradient steps after the preset's 5,000 random steps
 ENVS="1024 16384 65536"
 BENCH_SECONDS=0.5
 BUDGET=${GPU_CHECK_BUDGET:-480}   # a device command may run 600 s; 15 min of device time include the start
-STAGES=${GPU_CHECK_STAGES:-tensor,run,atari,sweep}
+STAGES=${GPU_CHECK_STAGES:-tensor,run,atari,sweep,dqn}
 STAGES=${STAGES// /}
-[[ ",$STAGES," == *",all,"* ]] && STAGES=tensor,run,atari,sweep,study
+[[ ",$STAGES," == *",all,"* ]] && STAGES=tensor,run,atari,sweep,dqn,study
 for stage in ${STAGES//,/ }; do
-  case $stage in tensor|run|atari|sweep|study) ;;
-    *) echo "gpu_check.sh: GPU_CHECK_STAGES: unknown stage '$stage' (known: tensor, run, atari, sweep, study, all)" >&2
+  case $stage in tensor|run|atari|sweep|dqn|study) ;;
+    *) echo "gpu_check.sh: GPU_CHECK_STAGES: unknown stage '$stage' (known: tensor, run, atari, sweep, dqn, study, all)" >&2
        exit 2 ;;
   esac
 done
@@ -69,9 +73,10 @@ TENSOR_SETS=()
 # Atari without evaluation and probes: one evaluation of 5 games x 8 episodes can take 5000 vector
 # steps of 20 ALE envs (about a minute), which would not fit; the rate is the training loop's.
 ATARI_SETS=(--set eval_every=-1 --set probe_every=-1)
+DQN_SETS=(--set eval_every=-1 --set probe_every=-1)
 SWEEP_GRID=(--placements none,actor,critic,both --seeds 0-3)
 STUDY_GRID=(--grid configs/sweeps/reference-study.yaml --seeds 0-1)
-T_INSTALL=300 T_MACHINE=60 T_BENCH=60 T_RUN=90 T_ATARI=90 T_SWEEP=150
+T_INSTALL=300 T_MACHINE=60 T_BENCH=60 T_RUN=90 T_ATARI=90 T_SWEEP=150 T_DQN=90
 
 MODE=gpu
 case "${1:-}" in
@@ -106,14 +111,15 @@ if [ "$MODE" = fetch ]; then
 fi
 
 if [ "$MODE" = cpu ]; then
-  S=32; S2=40; S3=32; ENVS="16 64"; BENCH_SECONDS=0.05; DEVICE=cpu  # one PPO iteration per run
+  S=32; S2=40; S3=32; S4=48; ENVS="16 64"; BENCH_SECONDS=0.05; DEVICE=cpu  # one PPO iteration per run
   BUDGET=${GPU_CHECK_BUDGET:-480}
   RUN_SETS=(--set num_envs=4 --set ppo.num_steps=8 --set eval_every=-1 --set probe_every=-1)
   TENSOR_SETS=(--set env_device=tensor)  # what env_device=auto picks on cuda; on the CPU auto means host
   ATARI_SETS=(--set num_envs=5 --set ppo.num_steps=8 --set eval_every=-1 --set probe_every=-1)
+  DQN_SETS=(--set dqn.learning_starts=16 --set dqn.batch_size=8 --set eval_every=-1 --set probe_every=-1)
   SWEEP_GRID=(--placements none --seeds 0-1)
   STUDY_GRID=(--grid configs/sweeps/reference-study.yaml --seeds 0)
-  T_RUN=120 T_ATARI=120 T_SWEEP=180 T_BENCH=90  # generous: a busy 2-core CI machine, not a hang
+  T_RUN=120 T_ATARI=120 T_SWEEP=180 T_BENCH=90 T_DQN=120  # generous: a busy 2-core CI machine, not a hang
 fi
 
 START=$(date +%s)
@@ -439,6 +445,8 @@ sweep_stage() {  # NAME EXPECTED GRID-ARGS...: mtmoe sweep on one GPU, --runs-pe
   record "$name" "mtmoe sweep ${args[*]}" "$result" "$STAGE_S"
 }
 go sweep sweep && sweep_stage sweep "$( [ "$MODE" = cpu ] && echo 2 || echo 16 )" "${SWEEP_GRID[@]}"
+go dqn dqn && one_run dqn "$T_DQN" --suite minatar-multitask --algo dqn --placement critic --device "$DEVICE" \
+  --steps "$S4" "${DQN_SETS[@]}"
 go study study && sweep_stage study "$( [ "$MODE" = cpu ] && echo 8 || echo 16 )" "${STUDY_GRID[@]}"
 
 # ---- the table (published after every stage; once more with the total time)
