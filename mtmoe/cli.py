@@ -209,6 +209,7 @@ def _add_reports(sub) -> None:
                                    "power-law fit. Writes scaling.md and PNG plots.")
     _report_args(p, "scaling")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the power-law fit (default 200)")
+    _tasks_dir_arg(p)
 
 
 def _add_nets(sub) -> None:
@@ -413,7 +414,7 @@ def _scaling(args) -> None:
     out = Path(args.out) if args.out else dirs[0] / "scaling"
     warn = lambda msg: print(f"mtmoe: warning: {msg}", file=sys.stderr)  # noqa: E731
     result = scaling(dirs, out, reps=args.reps, seed=args.seed, bootstrap=args.bootstrap, plots=not args.no_plots,
-                     warn=warn)
+                     warn=warn, tasks_dirs=args.tasks_dir)
     views.scaling_tables(result)
     print(f"report: {out / 'scaling.md'}", file=sys.stderr)
 

@@ -127,3 +127,27 @@ def test_task_routed_towers_count_one_tower_per_sample_like_dense():
     copy_, args, kwargs = on_cpu(routed, (x, t), {}, copy_always=True)
     assert copy_ is not routed and train_flops(copy_, *args, **kwargs) == train_flops(routed, x, t)
     assert all(p.grad is None for p in routed.parameters())
+
+
+def test_scaling_renormalizes_with_the_current_registry_and_takes_tasks_dir(tmp_path, capsys):
+    """Runs that recorded other references are scored with the registry's (here a --tasks-dir that
+    defines tasks a and b with high 2): 0.5 recorded on a 0..1 scale becomes 0.25, as in compare."""
+    for experts, params in ((1, 1000), (4, 4000)):
+        for seed in range(2):
+            _write(tmp_path / "res", "critic", experts, seed, 0.5, params, 3 * params)
+    tasks = tmp_path / "mytasks"
+    tasks.mkdir()
+    for t in ("a", "b"):
+        (tasks / f"{t}.yaml").write_text(f"id: {t}\nbackend: minatar\nenv: breakout\n"
+                                         "normalization: {low: 0.0, high: 2.0, source: test}\n")
+    warned = []
+    out = scaling([tmp_path / "res"], tmp_path / "r", reps=50, bootstrap=5, plots=False, warn=warned.append,
+                  tasks_dirs=[tasks])
+    scores = [v["score"] for v in out["s"]["families"]["critic"]["sizes"].values()]
+    assert [s[0] for s in scores] == pytest.approx([0.25, 0.25])  # (IQM, CI low, CI high)
+    assert any("a, b: normalized with the current task registry" in w for w in warned), warned
+    from mtmoe.cli import main
+
+    assert main(["scaling", str(tmp_path / "res"), "--tasks-dir", str(tasks), "--out", str(tmp_path / "cli"),
+                 "--reps", "50", "--bootstrap", "5", "--no-plots"]) == 0
+    assert "0.250" in (tmp_path / "cli" / "scaling.md").read_text()

@@ -130,8 +130,15 @@ def _fit_family(sizes: dict, scales, warn, fam: str, bootstrap: int, seed: int) 
 
 
 def scaling(paths: list[Path], out: Path, reps: int = 2000, seed: int = 0, bootstrap: int = 200,
-            plots: bool = True, warn=print) -> dict:
+            plots: bool = True, warn=print, tasks_dirs=()) -> dict:
+    """Returns {suite: analyse_suite(...) + plots}; scores are re-normalized with the current task
+    registry (plus ``tasks_dirs``) as `mtmoe compare` does, for runs that recorded other references."""
+    from mtmoe.compare.normalize import load_registry_quietly, renormalize
+
     runs = load_runs(paths, warn)
+    for suite, tasks in renormalize(runs, load_registry_quietly(tasks_dirs)).items():
+        warn(f"{suite}: {', '.join(tasks)}: normalized with the current task registry's reference scores "
+             "(the runs recorded none, or other ones)")
     out.mkdir(parents=True, exist_ok=True)
     result = {}
     for suite in sorted({r.suite for r in runs}):
