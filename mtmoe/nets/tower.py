@@ -65,6 +65,19 @@ class MoEBlock(nn.Module):
         return tok + self.moe.describe()
 
 
+def moe_layer_indices(position: str, num_hidden: int) -> set[int]:
+    """Which of a tower's layers (0 … num_hidden - 1 hidden, num_hidden the head) are MoE layers."""
+    if position == "penultimate":
+        if num_hidden == 0:
+            raise ValueError("position 'penultimate' needs at least one hidden layer")
+        return {num_hidden - 1}
+    if position == "final":
+        return {num_hidden}
+    if position == "all":
+        return set(range(num_hidden + 1))
+    return set()
+
+
 class Tower(nn.Module):
     """See the module docstring. ``forward(x, cond, task_id)`` -> (B, out_dim)."""
 
@@ -82,32 +95,13 @@ class Tower(nn.Module):
         act, ortho = cfg.activation, cfg.ortho_init
 
         if self.big:
-            self.torso = None
-            flat = math.prod(self.in_shape) + cond_dim
-
-            def make_towers(num_experts: int, width_scale: int = 1) -> ExpertTower:
-                return ExpertTower(lambda: FlatTower(self.in_shape, out_dim, cfg.replace(task_heads=False), make_torso,
-                                                     cond_dim, out_gain), num_experts)
-
-            moe = get_moe(cfg.moe)(make_towers, flat, 1, cfg)
-            self.layer_names = ["big"]
-            self.layers = nn.ModuleList([MoEBlock(_Flatten(flat), moe, is_head=True)])
-            self._name_moe_layers()
+            self._init_big(out_dim, cfg, make_torso, out_gain)
             return
 
         self.torso = make_torso() if make_torso is not None else None
         shape = tuple(self.torso.out_shape) if self.torso is not None else self.in_shape
         L = len(hidden)
-        moe_at: set[int] = set()
-        if use_moe:
-            if cfg.position == "penultimate":
-                if L == 0:
-                    raise ValueError("position 'penultimate' needs at least one hidden layer")
-                moe_at = {L - 1}
-            elif cfg.position == "final":
-                moe_at = {L}
-            elif cfg.position == "all":
-                moe_at = set(range(L + 1))
+        moe_at = moe_layer_indices(cfg.position, L) if use_moe else set()
 
         tokens: tuple[int, int] | None = None  # (m, d) when the running state is tokens
         layers, names = [], []
@@ -138,6 +132,20 @@ class Tower(nn.Module):
             names.append("head" if head else f"hidden{i}")
         self.layers = nn.ModuleList(layers)
         self.layer_names = names
+        self._name_moe_layers()
+
+    def _init_big(self, out_dim: int, cfg: NetConfig, make_torso, out_gain: float) -> None:
+        """Position 'big': the whole tower (torso and layers) is one expert of one MoE layer."""
+        self.torso = None
+        flat = math.prod(self.in_shape) + self.cond_dim
+
+        def make_towers(num_experts: int, width_scale: int = 1) -> ExpertTower:
+            return ExpertTower(lambda: FlatTower(self.in_shape, out_dim, cfg.replace(task_heads=False), make_torso,
+                                                 self.cond_dim, out_gain), num_experts)
+
+        moe = get_moe(cfg.moe)(make_towers, flat, 1, cfg)
+        self.layer_names = ["big"]
+        self.layers = nn.ModuleList([MoEBlock(_Flatten(flat), moe, is_head=True)])
         self._name_moe_layers()
 
     def _name_moe_layers(self) -> None:
