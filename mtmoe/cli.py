@@ -270,7 +270,7 @@ def _run(args) -> None:
 
     from mtmoe import views
     from mtmoe.errors import MtmoeError
-    from mtmoe.runner.config import compose
+    from mtmoe.runner.config import compose, env_count_note
     from mtmoe.runner.records import read_config
     from mtmoe.tasks.registry import load_registry
 
@@ -290,8 +290,12 @@ def _run(args) -> None:
     elif not args.suite:
         raise MtmoeError("run: give --suite NAME" + (" (or --resume DIR)" if args.backend != "sample-factory" else ""))
     else:
-        cfg, _ = compose(reg, args.suite, preset=args.preset, algo=args.algo, steps=args.steps, budget=args.budget,
-                         seed=args.seed, device=args.device, net_flags=views.net_flags(args), sets=sets)
+        cfg, suite = compose(reg, args.suite, preset=args.preset, algo=args.algo, steps=args.steps,
+                             budget=args.budget, seed=args.seed, device=args.device, net_flags=views.net_flags(args),
+                             sets=sets)
+        note = env_count_note(cfg, suite, sets)
+        if note:
+            print(f"mtmoe: note: {note}", file=sys.stderr)
     if args.backend == "sample-factory":
         from mtmoe.sf.run import train_sf
 

@@ -102,6 +102,23 @@ def test_set_parses_scientific_notation_and_lists():
         "ppo": {"learning_rate": 1e-3}, "net": {"hidden": [64, 64]}, "seed": 3, "name": "abc"}
 
 
+def test_a_suites_env_count_overridden_by_its_own_preset_is_noted_once():
+    """atari-multitask declares 8 envs per task; its ppo-atari preset's 8 slots win, and the run says
+    so; with the user's own --set num_envs, or another algorithm's preset, nothing is noted."""
+    from mtmoe.runner.config import env_count_note
+
+    cfg, suite = compose(REGISTRY, "atari-multitask")
+    assert cfg.num_envs == 8 and suite.slots() == 40
+    assert env_count_note(cfg, suite) == ("atari-multitask declares 8 envs per task (40 slots); its preset "
+                                          "ppo-atari's num_envs wins: 8 slots (--set num_envs=40 takes the suite's)")
+    sets = ["num_envs=40"]
+    cfg, suite = compose(REGISTRY, "atari-multitask", sets=sets)
+    assert cfg.num_envs == 40 and env_count_note(cfg, suite, sets) is None
+    for name, algo in (("minatar-multitask", None), ("minatar-multitask", "dqn"), ("atari-multitask", "dqn")):
+        cfg, suite = compose(REGISTRY, name, algo=algo)
+        assert env_count_note(cfg, suite) is None, (name, algo)
+
+
 def _training_lines(run_dir):
     out = []
     for x in (run_dir / "metrics.jsonl").read_text().splitlines():

@@ -251,3 +251,17 @@ def compose(registry: Registry, suite_name: str, *, preset: str | None = None, a
     except ValueError as e:
         raise ConfigError("command line", "net", str(e)) from None
     return cfg, suite
+
+
+def env_count_note(cfg: RunConfig, suite: SuiteSpec, sets: list[str] = ()) -> str | None:
+    """One line when a suite declares an env count that its own preset overrides (a preset's
+    `num_envs` wins: it is what its algorithm's settings assume; another algorithm's preset, or the
+    user's `--set num_envs=`, is not noted)."""
+    declared = suite.slots() if (suite.envs_per_task or suite.num_envs) else 0
+    if (not declared or declared == cfg.num_envs or cfg.preset != suite.preset
+            or "num_envs" in parse_sets(list(sets))):
+        return None
+    what = (f"{suite.envs_per_task} envs per task ({declared} slots)"
+            if suite.mode == "simultaneous" and suite.envs_per_task else f"{declared} env slots")
+    return (f"{suite.name} declares {what}; its preset {cfg.preset}'s num_envs wins: {cfg.num_envs} slots "
+            f"(--set num_envs={declared} takes the suite's)")
