@@ -368,6 +368,8 @@ def test_a_dense_twin_is_never_pooled_with_none(tmp_path):
                  net={"placement": "critic", "moe": "softmoe", "position": "penultimate", "num_experts": 4,
                       "expert_width": 256})
     assert sorted(r.label for r in load_runs([tmp_path], pytest.fail)) == ["critic", "none", "none/e4/w256"]
+    _edit_config(write_run(tmp_path, "s", "none", 3, [1.0, 1.0, 1.0]), dense_match="softmoe-big-e4-w0")
+    assert "none/softmoe-big/e4" in {r.label for r in load_runs([tmp_path], pytest.fail)}  # what it matches
 
 
 def test_runs_pooled_under_one_label_with_other_settings_are_named(results, tmp_path):

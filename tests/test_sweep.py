@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import signal
@@ -295,6 +297,40 @@ def test_the_reference_study_grid_gives_its_eight_variants_with_a_matched_single
     assert abs(four - one) / four < 0.01  # the tokenization control: one expert, the same parameters
 
 
+def test_a_twin_of_variant_is_a_dense_network_with_the_moe_networks_critic_parameters():
+    """`twin_of: {...}` in a grid file: placement none, hidden widths grown until the critic has the
+    named MoE network's parameter count (here whole-tower SoftMoE, 4 experts, and task routing)."""
+    from mtmoe.nets import build_actor_critic
+    from mtmoe.tasks import make_mixture
+
+    big = {"placement": "both", "moe": "softmoe", "position": "big"}
+    task = {"placement": "both", "moe": "task", "position": "big"}
+    grid = Grid(suites=["minatar-multitask"], seeds=[0], steps=1000,
+                variants=[{"placement": "none"}, big, {"twin_of": big}, {"twin_of": task}])
+    cfgs = {run_name(c): c for c in grid.configs(REGISTRY)}
+    assert list(cfgs) == ["ppo-none-dense-s0", "ppo-both-softmoe-big-e4-s0", "ppo-none-dense-match-softmoe-big-e4-w0-s0",
+                          "ppo-none-dense-match-task-big-e3-w0-s0"]
+    twin = cfgs["ppo-none-dense-match-softmoe-big-e4-w0-s0"]
+    assert twin.net.placement == "none" and twin.dense_match == "softmoe-big-e4-w0"
+    env = make_mixture("minatar-multitask", REGISTRY, num_envs=3)
+    try:
+        count = lambda net: build_actor_critic(env.single_observation_space, env.single_action_space,  # noqa: E731
+                                               net).param_counts()["critic"]
+        dense, moe, matched = (count(cfgs[n].net) for n in ("ppo-none-dense-s0", "ppo-both-softmoe-big-e4-s0",
+                                                            "ppo-none-dense-match-softmoe-big-e4-w0-s0"))
+        narrower = count(dataclasses.replace(twin.net, hidden=tuple(w - 1 for w in twin.net.hidden)))
+    finally:
+        env.close()
+    assert moe > 3 * dense and abs(matched - moe) / moe < 0.01 and abs(narrower - moe) >= abs(matched - moe)
+    from mtmoe.sweep import load_variants
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    twins = Grid(suites=["minatar-continual"], seeds=[0], steps=1000,
+                 variants=load_variants(os.path.join(root, "configs/sweeps/reference-study-twins.yaml")))
+    assert [(c.net.hidden, c.dense_match) for c in twins.configs(REGISTRY)] == [
+        ((227, 227), "softmoe-big-e4-w0"), ((176, 176), "task-big-e3-w0")]  # as its comment and the README say
+
+
 def test_a_sweep_runs_seed_by_seed():
     """Every suite and variant of a seed before the next seed: a sweep stopped partway is balanced."""
     grid = Grid(suites=["minatar-multitask", "minatar-continual"], seeds=[3, 0], placements=["none", "critic"])
@@ -312,6 +348,9 @@ def test_a_sweep_runs_seed_by_seed():
     ("variants: [3]", "variant 1 is not a mapping"), ("variants: [{placement: [}", "not valid YAML"),
     ("variants: [{placement: critic, moe: softmoe}, {placement: critic, moe: softmoe}]",
      "variants 1 and 2 give the same run"),
+    ("variants: [{twin_of: {placement: none}}]", "twin_of needs an MoE network"),
+    ("variants: [{twin_of: {position: big}, placement: both}]", "twin_of stands alone"),
+    ("variants: [{twin_of: {position: big, tokenizer: per_conv}}]", "twin_of stands alone"),
 ])
 def test_a_bad_grid_file_is_one_line(tmp_path, capsys, text, expected):
     from mtmoe.cli import main

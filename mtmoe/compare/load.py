@@ -46,10 +46,12 @@ class RunResult:
         net = self.config.get("net", {})
         placement = net.get("placement", self.summary.get("placement"))
         if placement == "none":
-            match = self.config.get("dense_match") or ""  # e.g. 'e4-w256': the MoE size it matches
-            e, _, w = match.partition("-")
-            return {"placement": "none", "moe": "-", "position": "-", "experts": int(e[1:]) if e else 0,
-                    "expert_width": int(w[1:]) if w else 0}
+            from mtmoe.scaling.sizes import parse_size_tag
+
+            # e.g. 'e4-w256' or 'softmoe-big-e4-w0': the MoE network a dense twin matches
+            kind, experts, width = parse_size_tag(self.config.get("dense_match") or "")
+            return {"placement": "none", "moe": "-", "position": "-", "experts": experts, "expert_width": width,
+                    "twin_of": kind}
         experts = net.get("num_experts", 0) or (net.get("num_tasks", 1) if net.get("moe") == "task" else 4)
         return {"placement": placement, "moe": net.get("moe"), "position": net.get("position"),
                 "experts": experts, "expert_width": net.get("expert_width", 0)}
@@ -185,7 +187,7 @@ def load_runs(paths: list[Path], warn) -> list[RunResult]:
 
 def assign_labels(runs: list[RunResult]) -> None:
     """Label = placement, plus the axes (MoE kind, position, experts, width) that vary in the suite
-    (a dense twin: always the MoE size it matches, e.g. none/e4/w256), plus the training backend when
+    (a dense twin: always the MoE network it matches, e.g. none/e4/w256, none/softmoe-big/e4), plus the training backend when
     runs of one suite come from more than one."""
     by_suite: dict[str, list[RunResult]] = {}
     for r in runs:
@@ -196,8 +198,9 @@ def assign_labels(runs: list[RunResult]) -> None:
         for r in group:
             ax = r.axes
             parts = [ax["placement"]]
-            if ax["placement"] == "none" and ax["experts"]:  # a width-matched dense twin: its full size
-                parts += [_axis_part("experts", ax["experts"]), _axis_part("expert_width", ax["expert_width"])]
+            if ax["placement"] == "none" and ax["experts"]:  # a width-matched dense twin: what it matches
+                parts += [ax["twin_of"], _axis_part("experts", ax["experts"]),
+                          _axis_part("expert_width", ax["expert_width"])]
             elif ax["placement"] != "none":  # never pooled with `none`, whatever varies
                 parts += [_axis_part(a, ax[a]) for a in varying]
             parts = [p for p in parts if p]

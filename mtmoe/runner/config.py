@@ -62,8 +62,9 @@ class RunConfig:
     probe_per_task: int = 256
     """Observations per task in the fixed probe batch."""
     dense_match: str = ""
-    """Placement none in a size family: the MoE size (e.g. e4-w256) whose critic parameter count the
-    dense hidden widths were grown to match (set by `mtmoe sweep`)."""
+    """Placement none as a dense twin: the MoE network (e.g. e4-w256, softmoe-big-e4-w0; see
+    mtmoe.scaling.sizes.size_tag) whose critic parameter count its hidden widths were grown to
+    match (set by `mtmoe sweep` in a size family or by a grid file's `twin_of`)."""
     net: NetConfig = field(default_factory=NetConfig)
     algos: dict = field(default_factory=dict)
     """Hyperparameters of every registered algorithm: name -> its config dataclass (read as

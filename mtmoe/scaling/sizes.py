@@ -49,5 +49,17 @@ def matched_hidden(moe_cfg: NetConfig, algo: str, obs_space, act_space, max_widt
 
 
 def size_tag(cfg: NetConfig) -> str:
-    """'e4-w256': the MoE size a dense twin matches (width 0 = the default expert width)."""
-    return f"e{cfg.experts_for()}-w{cfg.expert_width}"
+    """The MoE network a dense twin matches: 'e4-w256' for SoftMoE at the penultimate layer (experts,
+    width; width 0 = the default expert width), '<moe>-<position>-e4-w0' for any other kind or
+    position (e.g. 'softmoe-big-e4-w0')."""
+    size = f"e{cfg.experts_for()}-w{cfg.expert_width}"
+    return size if (cfg.moe, cfg.position) == ("softmoe", "penultimate") else f"{cfg.moe}-{cfg.position}-{size}"
+
+
+def parse_size_tag(tag: str) -> tuple[str, int, int]:
+    """size_tag's inverse: (kind, experts, width), kind '' for SoftMoE at the penultimate layer;
+    ('', 0, 0) for no tag."""
+    import re
+
+    m = re.fullmatch(r"(?:(?P<kind>[a-z0-9_]+-[a-z0-9_]+)-)?e(?P<e>\d+)-w(?P<w>\d+)", tag or "")
+    return (m["kind"] or "", int(m["e"]), int(m["w"])) if m else ("", 0, 0)

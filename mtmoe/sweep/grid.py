@@ -18,6 +18,9 @@ from mtmoe.tasks.registry import Registry
 #: so different variants never share a run folder)
 VARIANT_KEYS = {"placement": "placement", "moe": "moe", "position": "position", "experts": "num_experts",
                 "expert_width": "expert_width"}
+#: a grid file's variant key for a dense twin: ``{twin_of: {placement: both, moe: softmoe, position: big}}``
+#: runs placement none with hidden widths grown to that MoE network's critic parameter count
+TWIN_KEY = "twin_of"
 
 
 def parse_list(text: str | None, flag: str) -> list[str]:
@@ -93,13 +96,7 @@ class Grid:
             cfg, _ = compose(registry, suite, preset=self.preset, algo=self.algo, steps=self.steps,
                              budget=self.budget, seed=seed, device=self.device, net_flags=flags, sets=self.sets)
             if match:  # the dense twin of this MoE size
-                from mtmoe.scaling.sizes import size_tag
-
-                tag = size_tag(cfg.net)
-                if (suite, tag) not in widths:
-                    widths[(suite, tag)] = _matched_hidden(cfg, registry)
-                cfg.net = dataclasses.replace(cfg.net, placement="none", hidden=widths[(suite, tag)])
-                cfg.dense_match = tag
+                _make_twin(cfg, registry, widths)
             key = (cfg.suite, run_name(cfg))
             if key not in seen:
                 seen.add(key)
@@ -108,12 +105,16 @@ class Grid:
 
 
     def _variant_configs(self, registry: Registry) -> list[RunConfig]:
-        """Suites × variants × seeds, each variant's keys as network flags (the preset's otherwise)."""
-        out, names = [], {}
+        """Suites × variants × seeds, each variant's keys as network flags (the preset's otherwise);
+        a `twin_of` variant: the dense twin of the MoE network it names."""
+        out, names, widths = [], {}, {}
         for suite, (i, variant), seed in itertools.product(self.suites, enumerate(self.variants), self.seeds):
-            flags = {VARIANT_KEYS[k]: v for k, v in variant.items()}
+            twin = TWIN_KEY in variant
+            flags = {VARIANT_KEYS[k]: v for k, v in (variant[TWIN_KEY] if twin else variant).items()}
             cfg, _ = compose(registry, suite, preset=self.preset, algo=self.algo, steps=self.steps,
                              budget=self.budget, seed=seed, device=self.device, net_flags=flags, sets=self.sets)
+            if twin:
+                _make_twin(cfg, registry, widths)
             key = (cfg.suite, run_name(cfg))
             if key in names:
                 raise MtmoeError(f"--grid: variants {names[key] + 1} and {i + 1} give the same run "
@@ -140,11 +141,37 @@ def load_variants(path: str) -> list[dict]:
     for i, v in enumerate(variants, 1):
         if not isinstance(v, dict) or not v:
             raise MtmoeError(f"--grid {path}: variant {i} is not a mapping of {', '.join(VARIANT_KEYS)}")
-        unknown = sorted(set(v) - set(VARIANT_KEYS))
-        if unknown:
-            raise MtmoeError(f"--grid {path}: variant {i} has unknown key(s) {', '.join(unknown)}; "
-                             f"known: {', '.join(VARIANT_KEYS)}")
+        _check_variant(path, i, v)
     return variants
+
+
+def _check_variant(path: str, i: int, v: dict) -> None:
+    known = [*VARIANT_KEYS, TWIN_KEY]
+    unknown = sorted(set(v) - set(known))
+    if unknown:
+        raise MtmoeError(f"--grid {path}: variant {i} has unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    if TWIN_KEY not in v:
+        return
+    of = v[TWIN_KEY]
+    if len(v) > 1 or not isinstance(of, dict) or not of or set(of) - set(VARIANT_KEYS):
+        raise MtmoeError(f"--grid {path}: variant {i}: {TWIN_KEY} stands alone and names an MoE network with "
+                         f"{', '.join(VARIANT_KEYS)} (e.g. {{{TWIN_KEY}: {{placement: both, moe: softmoe, "
+                         "position: big}})")
+    if of.get("placement", "both") == "none":
+        raise MtmoeError(f"--grid {path}: variant {i}: {TWIN_KEY} needs an MoE network (placement actor, critic "
+                         "or both), not none")
+
+
+def _make_twin(cfg: RunConfig, registry: Registry, widths: dict) -> None:
+    """Turn a composed MoE run config into its width-matched dense twin (widths cached per suite
+    and MoE network in ``widths``)."""
+    from mtmoe.scaling.sizes import size_tag
+
+    tag = size_tag(cfg.net)
+    if (cfg.suite, tag) not in widths:
+        widths[(cfg.suite, tag)] = _matched_hidden(cfg, registry)
+    cfg.net = dataclasses.replace(cfg.net, placement="none", hidden=widths[(cfg.suite, tag)])
+    cfg.dense_match = tag
 
 
 def _matched_hidden(cfg: RunConfig, registry: Registry) -> tuple[int, ...]:
