@@ -187,8 +187,8 @@ def load_runs(paths: list[Path], warn) -> list[RunResult]:
 
 def assign_labels(runs: list[RunResult]) -> None:
     """Label = placement, plus the axes (MoE kind, position, experts, width) that vary in the suite
-    (a dense twin: always the MoE network it matches, e.g. none/e4/w256, none/softmoe-big/e4), plus the training backend when
-    runs of one suite come from more than one."""
+    (a dense twin: always the MoE network it matches, e.g. none/e4/w256, none/softmoe-big/e4), plus
+    the training backend when runs of one suite come from more than one."""
     by_suite: dict[str, list[RunResult]] = {}
     for r in runs:
         by_suite.setdefault(r.suite, []).append(r)
