@@ -188,9 +188,6 @@ def _add_reports(sub) -> None:
     p.add_argument("--score", choices=["eval", "train", "success", "train-success"], default="eval",
                    help="eval: final evaluation return (default); train: mean of the last training episodes; "
                         "success / train-success: the same as success rates (tasks with a success criterion)")
-    p.add_argument("--normalize", choices=["reference", "best-label", "raw"], default="reference",
-                   help="reference: each task's reference scores from the current task registry, best-label for "
-                        "tasks without (default); best-label: raw / the best label's mean per task; raw: unscaled")
     _tasks_dir_arg(p)
 
     p = sub.add_parser("export", help="results folders as one table (csv or parquet)",
@@ -244,12 +241,16 @@ def _wandb_options(args):
 
 
 def _report_args(p: argparse.ArgumentParser, name: str) -> None:
-    """What `compare` and `scaling` share: the results folders, the report folder, the bootstrap."""
+    """What `compare` and `scaling` share: the results folders, the report folder, the bootstrap, the
+    normalization."""
     p.add_argument("dirs", nargs="+", metavar="DIR", help="results folders (searched recursively for runs)")
     p.add_argument("--out", help=f"report folder (default: <first DIR>/{name})")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples of the score CIs (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.add_argument("--normalize", choices=["reference", "best-label", "raw"], default="reference",
+                   help="reference: each task's reference scores from the current task registry, best-label for "
+                        "tasks without (default); best-label: raw / the best label's mean per task; raw: unscaled")
 
 
 def _net_args(p: argparse.ArgumentParser, suite_required: bool = True) -> None:
@@ -418,7 +419,7 @@ def _scaling(args) -> None:
     out = Path(args.out) if args.out else dirs[0] / "scaling"
     warn = lambda msg: print(f"mtmoe: warning: {msg}", file=sys.stderr)  # noqa: E731
     result = scaling(dirs, out, reps=args.reps, seed=args.seed, bootstrap=args.bootstrap, plots=not args.no_plots,
-                     warn=warn, tasks_dirs=args.tasks_dir)
+                     warn=warn, tasks_dirs=args.tasks_dir, normalize=args.normalize)
     views.scaling_tables(result)
     print(f"report: {out / 'scaling.md'}", file=sys.stderr)
 

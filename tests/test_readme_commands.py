@@ -55,3 +55,13 @@ def test_every_command_takes_tasks_dir_as_the_readme_says():
     for name in sub.choices:
         words = [name, "show"] if name == "nets" else [name]
         assert any("--tasks-dir" in o for o in _flags(parser, words)), f"mtmoe {' '.join(words)} takes no --tasks-dir"
+
+
+def test_netconfigs_cli_flags_are_the_flags_of_run_and_nets_show():
+    """NetConfig names the flags of its CLI fields; `run` and `nets show` take exactly those."""
+    from mtmoe.nets import NetConfig
+
+    parser = build_parser()
+    declared = set(NetConfig.cli_flags())
+    for words in (["run"], ["nets", "show"]):
+        assert declared <= set().union(*_flags(parser, words)), words

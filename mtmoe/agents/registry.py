@@ -30,7 +30,7 @@ DEFAULT_ALGO = "ppo"
 
 
 class Agent(Protocol):
-    """What the runner calls on every agent (PPO and SAC are the reference implementations)."""
+    """What the runner calls on every agent (PPO, SAC and DQN are the reference implementations)."""
 
     global_step: int
     """Env steps taken so far (all slots)."""

@@ -1,9 +1,11 @@
 """NetConfig: everything that shapes an actor-critic network, as one typed dataclass.
 
-Each field carries a one-line help text in ``metadata["help"]`` (the future CLI reads it);
-the six fields that reach the CLI name their flag in ``metadata["flag"]``.
-Fields set to ``"auto"`` / ``None`` / ``0`` are resolved against the spaces by
-:meth:`NetConfig.resolve` (the builders call it for you).
+Each field carries a one-line help text in ``metadata["help"]`` (``NetConfig.help()`` returns
+them); the six fields that reach the CLI name their flag in ``metadata["flag"]`` (the CLI defines
+its own flags; a test holds them equal). ``mtmoe.nets.resolve_config(cfg, obs_space)`` resolves
+``torso="auto"``, ``hidden=None`` and ``num_experts=0`` against the spaces (the builders call it
+for you); ``expert_width=0``, ``tokenizer="auto"`` and ``patch_dim=0`` are resolved by the tower
+and tokenizer builders.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def _f(default: Any, help: str, flag: str | None = None) -> Any:
 
 @dataclass(frozen=True)
 class NetConfig:
-    """Network configuration (see field help texts; ``NetConfig.help()`` prints them)."""
+    """Network configuration (see field help texts; ``NetConfig.help()`` returns them)."""
 
     torso: str = _f("auto", "torso name: auto | mlp | minatar | nature | impala | any registered torso")
     torso_channels: tuple[int, ...] | None = _f(None, "conv channels of the torso (None = the torso's standard ones)")

@@ -58,8 +58,9 @@ def mean_curve(r: RunResult, scales: dict[str, float]) -> tuple[np.ndarray, np.n
     return np.array(steps, float), np.array([np.mean(list(per_step[s].values())) for s in steps])
 
 
-def analyse_suite(group: list[RunResult], warn, reps: int = 2000, seed: int = 0, bootstrap: int = 200) -> dict:
-    mats, tasks, how = score_matrices(group, "eval", warn)
+def analyse_suite(group: list[RunResult], warn, reps: int = 2000, seed: int = 0, bootstrap: int = 200,
+                  normalize: str = "reference") -> dict:
+    mats, tasks, how = score_matrices(group, "eval", warn, normalize)
     table = aggregate_table(mats, reps=reps, seed=seed)
     scales = _task_scales(group)
     families: dict[str, dict] = {}
@@ -130,19 +131,22 @@ def _fit_family(sizes: dict, scales, warn, fam: str, bootstrap: int, seed: int) 
 
 
 def scaling(paths: list[Path], out: Path, reps: int = 2000, seed: int = 0, bootstrap: int = 200,
-            plots: bool = True, warn=print, tasks_dirs=()) -> dict:
-    """Returns {suite: analyse_suite(...) + plots}; scores are re-normalized with the current task
-    registry (plus ``tasks_dirs``) as `mtmoe compare` does, for runs that recorded other references."""
-    from mtmoe.compare.normalize import load_registry_quietly, renormalize
+            plots: bool = True, warn=print, tasks_dirs=(), normalize: str = "reference") -> dict:
+    """Returns {suite: analyse_suite(...) + plots}. Scores are normalized as `mtmoe compare
+    --normalize` does: with `reference`, runs that recorded other reference scores (or none) are
+    re-normalized with the current task registry (plus ``tasks_dirs``)."""
+    from mtmoe.compare.normalize import check_mode, load_registry_quietly, renormalize
 
+    check_mode(normalize)
     runs = load_runs(paths, warn)
-    for suite, tasks in renormalize(runs, load_registry_quietly(tasks_dirs)).items():
+    changed = renormalize(runs, load_registry_quietly(tasks_dirs)) if normalize == "reference" else {}
+    for suite, tasks in changed.items():
         warn(f"{suite}: {', '.join(tasks)}: normalized with the current task registry's reference scores "
              "(the runs recorded none, or other ones)")
     out.mkdir(parents=True, exist_ok=True)
     result = {}
     for suite in sorted({r.suite for r in runs}):
-        entry = analyse_suite([r for r in runs if r.suite == suite], warn, reps, seed, bootstrap)
+        entry = analyse_suite([r for r in runs if r.suite == suite], warn, reps, seed, bootstrap, normalize)
         entry["plots"] = {}
         if plots:
             from mtmoe.scaling import plots as P
@@ -152,7 +156,7 @@ def scaling(paths: list[Path], out: Path, reps: int = 2000, seed: int = 0, boots
                 "return_vs_compute": P.return_vs_compute(entry, out / f"{suite}-return-vs-compute.png", suite),
                 "intrinsic": P.intrinsic_plot(entry, out / f"{suite}-intrinsic.png", suite)}.items() if p}
         result[suite] = entry
-    (out / "scaling.md").write_text(render(result, paths, reps, seed))
+    (out / "scaling.md").write_text(render(result, paths, reps, seed, normalize))
     return result
 
 
@@ -188,15 +192,16 @@ def fit_rows(entry: dict) -> list[list[str]]:
 FIT_HEADER = ["placement", "α_N [95% CI]", "α_E [95% CI]", "β [95% CI]", "RMSE log I", "points", "identified"]
 
 
-def render(result: dict, paths, reps: int, seed: int) -> str:
+def render(result: dict, paths, reps: int, seed: int, normalize: str = "reference") -> str:
     md = ["# mtmoe parameter scaling", "",
           f"Runs from: {', '.join(map(str, paths))}. Score: final evaluation return, normalized per task as in "
-          f"`mtmoe compare`; IQM with 95% stratified-bootstrap CIs ({reps} resamples, seed {seed}, rliable). "
+          f"`mtmoe compare --normalize {normalize}` (each suite's line below says how); IQM with 95% stratified-bootstrap CIs ({reps} resamples, seed {seed}, rliable). "
           "Parameters: all networks of the run. FLOPs: counted per env step (mtmoe.metrics.flops: matrix "
           "products and convolutions of the rollout forward passes and the update's forward and backward passes).", ""]
     for suite, e in result.items():
         md += [f"## {suite}", "", _md_table(["placement", "size", "parameters", "FLOPs / env step", "runs",
-                                             "IQM [95% CI]"], size_rows(e)), ""]
+                                             "IQM [95% CI]"], size_rows(e)), "",
+               "Normalization: " + "; ".join(f"{t}: {h}" for t, h in e["normalization"].items()) + ".", ""]
         md += [f"- **{fam}**: final score {f['trend']}." for fam, f in e["families"].items()] + [""]
         rows = fit_rows(e)
         if rows:
