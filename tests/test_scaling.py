@@ -151,3 +151,7 @@ def test_scaling_renormalizes_with_the_current_registry_and_takes_tasks_dir(tmp_
     assert main(["scaling", str(tmp_path / "res"), "--tasks-dir", str(tasks), "--out", str(tmp_path / "cli"),
                  "--reps", "50", "--bootstrap", "5", "--no-plots"]) == 0
     assert "0.250" in (tmp_path / "cli" / "scaling.md").read_text()
+    best = scaling([tmp_path / "res"], tmp_path / "b", reps=50, bootstrap=5, plots=False, warn=pytest.fail,
+                   tasks_dirs=[tasks], normalize="best-label")  # each task / the best size's mean: 0.5 / 0.5
+    assert [v["score"][0] for v in best["s"]["families"]["critic"]["sizes"].values()] == pytest.approx([1.0, 1.0])
+    assert "--normalize best-label" in (tmp_path / "b" / "scaling.md").read_text()
