@@ -167,6 +167,8 @@ def _add_sweep(sub) -> None:
                    help="with GPUs: N runs share each GPU at once (default 1; CUDA_VISIBLE_DEVICES round-robin, "
                         "CPU threads divided among the runs); no effect without a GPU")
     p.add_argument("--retries", type=non_negative_int, default=1, help="relaunches of a failed run, from its checkpoint (default 1)")
+    p.add_argument("--dry-run", action="store_true", help="list the grid's runs and what the sweep would do with each "
+                   "(skip, resume, start), with the steps logged so far; launch nothing, write nothing")
     p.add_argument("--out", default="results/sweep", help="sweep folder (default: results/sweep)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field in every run")
     p.add_argument("--backend", choices=["local", "ray"], default="local",
@@ -357,10 +359,14 @@ def _sweep(args) -> None:
     import dataclasses
     from pathlib import Path
 
+    from mtmoe import views
     from mtmoe.sweep import sweep
     from mtmoe.tasks.registry import load_registry
 
     grid = _sweep_grid(args)
+    if args.dry_run:
+        views.sweep_plan(grid.configs(load_registry(args.tasks_dir)), Path(args.out))
+        return
     if args.address and args.backend != "ray":
         raise MtmoeError("sweep: --address needs --backend ray")
     wandb = _wandb_options(args)

@@ -193,3 +193,20 @@ def scaling_tables(result: dict) -> None:
             for row in rows:
                 table.add_row(*row)
             console.print(table)
+
+
+def sweep_plan(configs, out) -> None:
+    """`mtmoe sweep --dry-run`: one row per grid point, what the sweep would do with it."""
+    from mtmoe.sweep.jobs import describe, run_folder
+
+    table = Table(title=f"{len(configs)} runs in {out} (dry run: nothing launched)")
+    for col in ("suite", "run", "steps logged", "the sweep would"):
+        table.add_column(col, overflow="fold")
+    counts: dict[str, int] = {}
+    for cfg in configs:
+        what, step = describe(run_folder(out, cfg), cfg.steps)
+        kind = what.split(" (")[0]
+        counts[kind] = counts.get(kind, 0) + 1
+        table.add_row(cfg.suite, run_folder(out, cfg).name, f"{step:,}/{cfg.steps:,}", what)
+    console.print(table)
+    console.print(" · ".join(f"{n} {kind}" for kind, n in counts.items()))

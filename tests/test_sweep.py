@@ -403,3 +403,30 @@ def test_the_machine_record_tells_cpu_generations_apart(flags, expected):
     assert cpu_generation(cpu_fields(text)) == expected
     assert cpu_model(cpu_fields(text)) == "AMD EPYC"
     assert cpu_generation(cpu_fields("")) is None
+
+
+def test_dry_run_says_what_the_sweep_would_do_and_touches_nothing(tmp_path, capsys):
+    from mtmoe.cli import main
+    from mtmoe.sweep import run_folder
+
+    out = tmp_path / "sweep"
+    args = ["sweep", "--suite", "minatar-single", "--placements", "none,critic", "--seeds", "0-1", "--steps", "4096",
+            "--out", str(out)]
+    grid = Grid(suites=["minatar-single"], seeds=[0, 1], placements=["none", "critic"], steps=4096)
+    done, resumable, started, new = (run_folder(out, c) for c in grid.configs(REGISTRY))
+    for d in (done, resumable, started):
+        d.mkdir(parents=True)
+    (done / "summary.json").write_text(json.dumps({"steps": 4096}))
+    (resumable / "checkpoint.pt").write_bytes(b"x")
+    (resumable / "metrics.jsonl").write_text(json.dumps({"global_step": 1024, "return": {"minatar-breakout": 1.0}}) + "\n")
+    (started / "log.txt").write_text("started\n")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main(args + ["--dry-run"]) == 0
+    text = capsys.readouterr().out
+    rows = {line.split("│")[2].strip(): line for line in text.splitlines() if line.count("│") == 5}
+    assert "skip (done)" in rows[done.name] and "4,096/4,096" in rows[done.name]
+    assert "resume from its checkpoint" in rows[resumable.name] and "1,024/4,096" in rows[resumable.name]
+    assert "was written 0 min ago" in rows[resumable.name]  # just now: maybe a sweep is running it
+    assert "move the folder aside" in rows[started.name] and rows[new.name].rstrip(" │").endswith("start")
+    assert "1 skip · 1 resume from its checkpoint · 1 move the folder aside and start again · 1 start" in text
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # no sweep.json, nothing moved

@@ -130,3 +130,23 @@ def count_outcomes(queue: list[Job]) -> dict[str, int]:
     counts = {s: sum(j.state == s for j in queue) for s in ("done", "failed", "skipped")}
     counts["resumed"] = sum(j.resumed for j in queue)
     return counts
+
+
+
+def describe(run_dir: Path, steps: int) -> tuple[str, int]:
+    """What `mtmoe sweep` would do with a grid point's folder, in words, and the env steps it has
+    (summary.json's when done, else the last logged training line's)."""
+    import time
+
+    state = state_of(run_dir)
+    if state == "done":
+        return "skip (done)", int(json.loads((run_dir / "summary.json").read_text()).get("steps", steps))
+    step, _ = Job(None, run_dir).progress()
+    files = [p.stat().st_mtime for p in run_dir.iterdir() if p.is_file()] if run_dir.is_dir() else []
+    ago = (time.time() - max(files)) / 60 if files else None
+    busy = f" (its folder was written {ago:.0f} min ago: is a sweep running it now?)" if ago is not None and ago < 15 else ""
+    if state == "resumable":
+        return "resume from its checkpoint" + busy, step
+    if files or (run_dir.is_dir() and any(run_dir.iterdir())):
+        return "move the folder aside and start again (no checkpoint yet)" + busy, step
+    return "start", 0
