@@ -174,7 +174,7 @@ def compare_tables(result: dict) -> None:
 
 def scaling_tables(result: dict) -> None:
     """The tables of `mtmoe scaling`, one pair per suite."""
-    from mtmoe.scaling.report import FIT_HEADER, fit_rows, size_rows
+    from mtmoe.scaling.report import FIT_HEADER, TWIN_HEADER, fit_rows, size_rows, twin_rows
 
     for suite, entry in result.items():
         table = Table(title=f"{suite} · final score against size")
@@ -185,6 +185,13 @@ def scaling_tables(result: dict) -> None:
         console.print(table)
         for fam, f in entry["families"].items():
             console.print(f"  {fam}: final score {f['trend']}")
+        if entry.get("twins"):
+            table = Table(title=f"{suite} · each MoE size against its width-matched dense twin")
+            for col in TWIN_HEADER:
+                table.add_column(col)
+            for row in twin_rows(entry):
+                table.add_row(*row)
+            console.print(table)
         rows = fit_rows(entry)
         if rows:
             table = Table(title=f"{suite} · intrinsic performance I^(-β) = (N_c/N)^α_N + (E_c/E)^α_E")

@@ -104,6 +104,11 @@ def test_scaling_report_on_synthetic_size_family(tmp_path):
     assert fit is not None and fit["alpha_N"] > 0 and fit["alpha_E"] > 0
     md = (tmp_path / "report" / "scaling.md").read_text()
     assert "critic/e16" in md and "α_N" in md
+    # each MoE size against its twin: at 16 experts every critic run (1.3) beats every twin run (0.50-0.52)
+    twins = out["s"]["twins"]
+    assert [(t["moe"], t["twin"]) for t in twins] == [(f"critic/e{e}", f"none/e{e}") for e in (1, 4, 16)]
+    assert twins[-1]["p"] == pytest.approx((1.0, 1.0, 1.0)) and twins[-1]["runs"] == (3, 3)
+    assert "| critic/e16 | none/e16 | 3 / 3 |" in md and "P(MoE > twin)" in md
     for name in out["s"]["plots"].values():
         assert (tmp_path / "report" / name).read_bytes()[:4] == b"\x89PNG"
     # one seed per size: the same scores give point "CIs", and no trend is claimed from them

@@ -8,6 +8,9 @@ suite and family:
   bootstrap CIs per size (rliable, as in `mtmoe compare`), and whether it rises with size;
 - return against compute: each size's mean training curve (normalized return averaged over
   tasks, mean over seeds) against counted training FLOPs (``summary.json`` → flops);
+- each MoE size against its width-matched dense twin (the same critic parameter count):
+  P(MoE > twin) with 95% CIs (rliable's probability of improvement), the comparison of Obando-Ceron
+  et al. 2024 (does MoE gain over a dense network of its size, and more so as it grows?);
 - intrinsic performance: the compute-efficient frontier over the family's sizes, inverted
   (mtmoe.scaling.intrinsic), for every point of every seed's curve, and the fit of
   I^(-β) = (N_c/N)^α_N + (E_c/E)^α_E with N = parameters, E = env interactions, CIs from a
@@ -28,7 +31,11 @@ from mtmoe.scaling.intrinsic import fit_power_law, identified, intrinsic_perform
 
 
 def family_of(r: RunResult) -> str:
-    return r.label.split("/")[0]
+    return family_of_label(r.label)
+
+
+def family_of_label(label: str) -> str:
+    return label.split("/")[0]
 
 
 def params_of(r: RunResult) -> int:
@@ -76,7 +83,33 @@ def analyse_suite(group: list[RunResult], warn, reps: int = 2000, seed: int = 0,
         families[fam] = {"sizes": dict(sorted(sizes.items(), key=lambda kv: kv[1]["params"]))}
         families[fam]["trend"] = _trend(families[fam]["sizes"])
         families[fam]["fit"] = _fit_family(families[fam]["sizes"], scales, warn, fam, bootstrap, seed)
-    return {"families": families, "normalization": how, "tasks": tasks}
+    return {"families": families, "normalization": how, "tasks": tasks,
+            "twins": _against_twins(group, mats, table, reps, seed)}
+
+
+def _twin_key(axes: dict) -> tuple:
+    """What a dense twin matches, from a run's axes: (MoE kind-position, experts, expert width)."""
+    if axes["placement"] == "none":
+        return axes["twin_of"], axes["experts"], axes["expert_width"]
+    kind = "" if (axes["moe"], axes["position"]) == ("softmoe", "penultimate") else f"{axes['moe']}-{axes['position']}"
+    return kind, axes["experts"], axes["expert_width"]
+
+
+def _against_twins(group: list[RunResult], mats: dict, table: dict, reps: int, seed: int) -> list[dict]:
+    """Each MoE label with a width-matched dense twin among the runs: both IQMs and P(MoE > twin)."""
+    from mtmoe.metrics.aggregate import probability_of_improvement
+
+    twin_of = {_twin_key(r.axes): r.label for r in group if r.axes["placement"] == "none" and r.axes["experts"]}
+    found = {r.label: (r.label, twin_of[_twin_key(r.axes)], _twin_key(r.axes)) for r in group
+             if r.axes["placement"] != "none" and _twin_key(r.axes) in twin_of}
+    found = {k: v for k, v in found.items() if v[0] in mats and v[1] in mats}
+    rank = {fam: i for i, fam in enumerate(label_order({family_of_label(k) for k in found}))}
+    pairs = [(m, t) for m, t, _ in sorted(found.values(), key=lambda v: (rank[family_of_label(v[0])], v[2]))]
+    if not pairs:
+        return []
+    poi = probability_of_improvement(mats, pairs, reps=reps, seed=seed)
+    return [{"moe": m, "twin": t, "moe_iqm": table[m]["iqm"], "twin_iqm": table[t]["iqm"], "p": poi[(m, t)],
+             "runs": (len(mats[m]), len(mats[t]))} for m, t in pairs]
 
 
 def _trend(sizes: dict) -> str:
@@ -178,6 +211,14 @@ def size_rows(entry: dict) -> list[list[str]]:
     return rows
 
 
+TWIN_HEADER = ["MoE", "dense twin", "runs", "MoE IQM", "twin IQM", "P(MoE > twin) [95% CI]"]
+
+
+def twin_rows(entry: dict) -> list[list[str]]:
+    return [[t["moe"], t["twin"], "{} / {}".format(*t["runs"]), _ci(t["moe_iqm"]), _ci(t["twin_iqm"]), _ci(t["p"])]
+            for t in entry.get("twins", [])]
+
+
 def fit_rows(entry: dict) -> list[list[str]]:
     rows = []
     for fam, f in entry["families"].items():
@@ -203,6 +244,12 @@ def render(result: dict, paths, reps: int, seed: int, normalize: str = "referenc
                                              "IQM [95% CI]"], size_rows(e)), "",
                "Normalization: " + "; ".join(f"{t}: {h}" for t, h in e["normalization"].items()) + ".", ""]
         md += [f"- **{fam}**: final score {f['trend']}." for fam, f in e["families"].items()] + [""]
+        if e.get("twins"):
+            md += ["Each MoE size against its width-matched dense twin (the same critic parameter count): "
+                   "P(MoE > twin) is the chance that a run of the MoE size beats a run of the twin on a task "
+                   "(0.5: no difference; a CI that leaves out 0.5 is a difference at this confidence). MoE "
+                   "ahead of its twin, and more so as both grow, is the pattern Obando-Ceron et al. (2024) "
+                   "report for SoftMoE in value-based agents.", "", _md_table(TWIN_HEADER, twin_rows(e)), ""]
         rows = fit_rows(e)
         if rows:
             md += ["Intrinsic performance I (Hilton et al. 2023: the least training compute at which any size of "
