@@ -370,6 +370,10 @@ def test_a_dense_twin_is_never_pooled_with_none(tmp_path):
     assert sorted(r.label for r in load_runs([tmp_path], pytest.fail)) == ["critic", "none", "none/e4/w256"]
     _edit_config(write_run(tmp_path, "s", "none", 3, [1.0, 1.0, 1.0]), dense_match="softmoe-big-e4-w0")
     assert "none/softmoe-big/e4" in {r.label for r in load_runs([tmp_path], pytest.fail)}  # what it matches
+    _edit_config(write_run(tmp_path, "s", "none", 4, [1.0, 1.0, 1.0]), dense_match="my-moe-penultimate-e2-w0")
+    _edit_config(write_run(tmp_path, "s", "none", 5, [1.0, 1.0, 1.0]), dense_match="an odd tag")
+    labels = {r.label for r in load_runs([tmp_path], pytest.fail)}
+    assert {"none/my-moe-penultimate/e2", "none/an odd tag"} <= labels  # never pooled with none
 
 
 def test_runs_pooled_under_one_label_with_other_settings_are_named(results, tmp_path):

@@ -134,6 +134,24 @@ def test_task_routed_towers_count_one_tower_per_sample_like_dense():
     assert all(p.grad is None for p in routed.parameters())
 
 
+def test_an_moe_size_meets_only_its_own_backends_twin_and_actor_only_moe_none(tmp_path):
+    """The twin matches an MoE critic's parameters: actor-only MoE gets no twin row, and a Sample
+    Factory run is not set against mtmoe's twin."""
+    for seed in range(2):
+        _write(tmp_path, "none", 4, seed, 0.5, 4000, 12000)
+        _write(tmp_path, "critic", 4, seed, 0.6, 4000, 12000)
+        _write(tmp_path, "actor", 4, seed, 0.7, 4000, 12000)
+    sf = tmp_path / "s" / "ppo-critic-e4-s0"
+    sf_copy = tmp_path / "s" / "sf-critic-e4-s0"
+    sf_copy.mkdir()
+    for name in ("summary.json", "metrics.jsonl"):
+        (sf_copy / name).write_text((sf / name).read_text())
+    cfg = json.loads((sf / "config.json").read_text())
+    (sf_copy / "config.json").write_text(json.dumps({**cfg, "backend": "sample-factory"}))
+    out = scaling([tmp_path], tmp_path / "r", reps=50, bootstrap=5, plots=False, warn=lambda *_: None)
+    assert [(t["moe"], t["twin"]) for t in out["s"]["twins"]] == [("critic", "none/e4")]
+
+
 def test_scaling_renormalizes_with_the_current_registry_and_takes_tasks_dir(tmp_path, capsys):
     """Runs that recorded other references are scored with the registry's (here a --tasks-dir that
     defines tasks a and b with high 2): 0.5 recorded on a 0..1 scale becomes 0.25, as in compare."""

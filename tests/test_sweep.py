@@ -430,3 +430,33 @@ def test_dry_run_says_what_the_sweep_would_do_and_touches_nothing(tmp_path, caps
     assert "move the folder aside" in rows[started.name] and rows[new.name].rstrip(" │").endswith("start")
     assert "1 skip · 1 resume from its checkpoint · 1 move the folder aside and start again · 1 start" in text
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # no sweep.json, nothing moved
+
+
+def _append_invocations(out, n):
+    from mtmoe.sweep.jobs import record_invocation
+
+    grid = Grid(suites=["minatar-single"], seeds=[0], placements=["none"], steps=1000)
+    for _ in range(n):
+        record_invocation(out, grid, grid.configs(REGISTRY))
+
+
+def test_sweeps_started_at_once_keep_every_entry_of_sweep_json(tmp_path, capsys):
+    """Two processes appending at once (two sweeps started in the same second once wiped a study's
+    record): every entry is kept; an unreadable file is kept aside with a warning."""
+    import multiprocessing
+
+    out = tmp_path / "sweep"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_append_invocations, args=(out, 15)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert len(json.loads((out / "sweep.json").read_text())) == 30
+    (out / "sweep.json").write_text('[{"time": "x"}]]')  # as a torn write leaves it
+    _append_invocations(out, 1)
+    kept = list(out.glob("sweep.json.unreadable-*"))
+    assert len(kept) == 1 and kept[0].read_text() == '[{"time": "x"}]]'
+    assert len(json.loads((out / "sweep.json").read_text())) == 1 and "could not be read" in capsys.readouterr().err
+

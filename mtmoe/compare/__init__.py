@@ -30,7 +30,7 @@ MIN_SEEDS = 5
 def compare(paths: list[Path], out: Path, score: str = "eval", reps: int = 2000, seed: int = 0,
             plots: bool = True, warn=print, normalize: str = "reference", tasks_dirs=()) -> dict:
     """Returns {suite: {"table": {label: stats}, "tasks": [...], "normalization": {...}, ...}}."""
-    from mtmoe.compare.normalize import check_mode, load_registry_quietly, renormalize
+    from mtmoe.compare.normalize import check_mode, load_registry_quietly, renormalize, renormalized_note
     from mtmoe.results import runs_frame
 
     check_mode(normalize)
@@ -53,8 +53,7 @@ def compare(paths: list[Path], out: Path, score: str = "eval", reps: int = 2000,
         group = [r for r in runs if r.suite == suite]
         _warn_few_seeds(suite, group, warn)
         if renormalized.get(suite):
-            warn(f"{suite}: {', '.join(renormalized[suite])}: normalized with the current task registry's "
-                 "reference scores (the runs recorded none, or other ones)")
+            warn(renormalized_note(suite, renormalized[suite]))
         entry = _suite_entry(group, score, reps, seed, normalize, warn)
         if entry is None:
             continue

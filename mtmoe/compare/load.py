@@ -198,8 +198,8 @@ def assign_labels(runs: list[RunResult]) -> None:
         for r in group:
             ax = r.axes
             parts = [ax["placement"]]
-            if ax["placement"] == "none" and ax["experts"]:  # a width-matched dense twin: what it matches
-                parts += [ax["twin_of"], _axis_part("experts", ax["experts"]),
+            if ax["placement"] == "none" and (ax["experts"] or ax["twin_of"]):  # a dense twin: what it matches
+                parts += [ax["twin_of"], _axis_part("experts", ax["experts"]) if ax["experts"] else "",
                           _axis_part("expert_width", ax["expert_width"])]
             elif ax["placement"] != "none":  # never pooled with `none`, whatever varies
                 parts += [_axis_part(a, ax[a]) for a in varying]

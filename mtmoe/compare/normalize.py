@@ -46,6 +46,12 @@ def renormalize(runs: list[RunResult], registry) -> dict[str, list[str]]:
     return changed
 
 
+def renormalized_note(suite: str, tasks: list[str]) -> str:
+    """The warning for a suite whose runs `renormalize` gave the current registry's references."""
+    return (f"{suite}: {', '.join(tasks)}: normalized with the current task registry's reference scores "
+            "(the runs recorded none, or other ones)")
+
+
 def _same(old: dict | None, new: dict) -> bool:
     if not old:
         return False

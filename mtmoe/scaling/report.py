@@ -87,21 +87,24 @@ def analyse_suite(group: list[RunResult], warn, reps: int = 2000, seed: int = 0,
             "twins": _against_twins(group, mats, table, reps, seed)}
 
 
-def _twin_key(axes: dict) -> tuple:
-    """What a dense twin matches, from a run's axes: (MoE kind-position, experts, expert width)."""
-    if axes["placement"] == "none":
-        return axes["twin_of"], axes["experts"], axes["expert_width"]
-    kind = "" if (axes["moe"], axes["position"]) == ("softmoe", "penultimate") else f"{axes['moe']}-{axes['position']}"
-    return kind, axes["experts"], axes["expert_width"]
+def _twin_key(r: RunResult) -> tuple:
+    """What a dense twin matches, from a run: (backend, MoE kind-position, experts, expert width)."""
+    from mtmoe.scaling.sizes import match_kind
+
+    ax = r.axes
+    kind = ax["twin_of"] if ax["placement"] == "none" else match_kind(ax["moe"], ax["position"])
+    return r.backend, kind, ax["experts"], ax["expert_width"]
 
 
 def _against_twins(group: list[RunResult], mats: dict, table: dict, reps: int, seed: int) -> list[dict]:
-    """Each MoE label with a width-matched dense twin among the runs: both IQMs and P(MoE > twin)."""
+    """Each MoE label with a width-matched dense twin among the runs (of its backend): both IQMs and
+    P(MoE > twin). Only critic and both: a twin matches an MoE critic's parameters, which an
+    actor-only MoE network does not have."""
     from mtmoe.metrics.aggregate import probability_of_improvement
 
-    twin_of = {_twin_key(r.axes): r.label for r in group if r.axes["placement"] == "none" and r.axes["experts"]}
-    found = {r.label: (r.label, twin_of[_twin_key(r.axes)], _twin_key(r.axes)) for r in group
-             if r.axes["placement"] != "none" and _twin_key(r.axes) in twin_of}
+    twin_of = {_twin_key(r): r.label for r in group if r.axes["placement"] == "none" and r.axes["experts"]}
+    found = {r.label: (r.label, twin_of[_twin_key(r)], _twin_key(r)) for r in group
+             if r.axes["placement"] in ("critic", "both") and _twin_key(r) in twin_of}
     found = {k: v for k, v in found.items() if v[0] in mats and v[1] in mats}
     rank = {fam: i for i, fam in enumerate(label_order({family_of_label(k) for k in found}))}
     pairs = [(m, t) for m, t, _ in sorted(found.values(), key=lambda v: (rank[family_of_label(v[0])], v[2]))]
@@ -168,14 +171,13 @@ def scaling(paths: list[Path], out: Path, reps: int = 2000, seed: int = 0, boots
     """Returns {suite: analyse_suite(...) + plots}. Scores are normalized as `mtmoe compare
     --normalize` does: with `reference`, runs that recorded other reference scores (or none) are
     re-normalized with the current task registry (plus ``tasks_dirs``)."""
-    from mtmoe.compare.normalize import check_mode, load_registry_quietly, renormalize
+    from mtmoe.compare.normalize import check_mode, load_registry_quietly, renormalize, renormalized_note
 
     check_mode(normalize)
     runs = load_runs(paths, warn)
     changed = renormalize(runs, load_registry_quietly(tasks_dirs)) if normalize == "reference" else {}
     for suite, tasks in changed.items():
-        warn(f"{suite}: {', '.join(tasks)}: normalized with the current task registry's reference scores "
-             "(the runs recorded none, or other ones)")
+        warn(renormalized_note(suite, tasks))
     out.mkdir(parents=True, exist_ok=True)
     result = {}
     for suite in sorted({r.suite for r in runs}):
@@ -255,8 +257,11 @@ def render(result: dict, paths, reps: int, seed: int, normalize: str = "referenc
             md += ["Intrinsic performance I (Hilton et al. 2023: the least training compute at which any size of "
                    "the family reaches a return) fitted as I^(-β) = (N_c/N)^α_N + (E_c/E)^α_E with "
                    "β = α_N·α_E/(α_N+α_E); N parameters, E env interactions; 95% CIs from a bootstrap over "
-                   "seeds' curves. With few sizes and short runs the frontier is coarse: read the exponents "
-                   "as a description of these runs, not as a law.", "",
+                   "seeds' curves (training returns, each task on its reference scale where one is known: the "
+                   "current registry's with --normalize reference, the runs' recorded one otherwise; else divided "
+                   "by the best final training return of any run). With few "
+                   "sizes and short runs the frontier is coarse: read the exponents as a description of these "
+                   "runs, not as a law.", "",
                    _md_table(FIT_HEADER, rows), ""]
         for kind, caption in (("score_vs_params", "Final score against parameters"),
                               ("return_vs_compute", "Return against compute per size"),

@@ -53,13 +53,20 @@ def size_tag(cfg: NetConfig) -> str:
     width; width 0 = the default expert width), '<moe>-<position>-e4-w0' for any other kind or
     position (e.g. 'softmoe-big-e4-w0')."""
     size = f"e{cfg.experts_for()}-w{cfg.expert_width}"
-    return size if (cfg.moe, cfg.position) == ("softmoe", "penultimate") else f"{cfg.moe}-{cfg.position}-{size}"
+    kind = match_kind(cfg.moe, cfg.position)
+    return f"{kind}-{size}" if kind else size
+
+
+def match_kind(moe: str, position: str) -> str:
+    """The kind part of a size tag: '' for SoftMoE at the penultimate layer (the tags of the first
+    size sweeps), '<moe>-<position>' for any other."""
+    return "" if (moe, position) == ("softmoe", "penultimate") else f"{moe}-{position}"
 
 
 def parse_size_tag(tag: str) -> tuple[str, int, int]:
-    """size_tag's inverse: (kind, experts, width), kind '' for SoftMoE at the penultimate layer;
-    ('', 0, 0) for no tag."""
+    """size_tag's inverse: (kind, experts, width); ('', 0, 0) for no tag; a tag that does not end
+    in e<experts>-w<width> comes back whole as the kind, with (0, 0), so it is never taken for none."""
     import re
 
-    m = re.fullmatch(r"(?:(?P<kind>[a-z0-9_]+-[a-z0-9_]+)-)?e(?P<e>\d+)-w(?P<w>\d+)", tag or "")
-    return (m["kind"] or "", int(m["e"]), int(m["w"])) if m else ("", 0, 0)
+    m = re.fullmatch(r"(?:(?P<kind>.+)-)?e(?P<e>\d+)-w(?P<w>\d+)", tag or "")
+    return (m["kind"] or "", int(m["e"]), int(m["w"])) if m else (tag or "", 0, 0)

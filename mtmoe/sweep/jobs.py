@@ -102,16 +102,30 @@ def queue_jobs(configs: list[RunConfig], out: Path, threads: int, gpus: int, job
 def record_invocation(out: Path, grid: Grid, configs: list[RunConfig]) -> None:
     """Append this invocation to <out>/sweep.json (the grids that filled the folder), with the run
     folders it plans (`runs`, relative to <out>), so `mtmoe compare` can tell a run that never
-    finished from one that was never planned."""
+    finished from one that was never planned. Sweeps started at once on one folder take turns (a
+    lock file), the file is replaced whole (never seen half-written), and one that cannot be read
+    is kept beside as ``sweep.json.unreadable-<time>`` with a warning, never silently dropped."""
+    import fcntl
+    import os
+
     path = out / "sweep.json"
-    try:
-        history = json.loads(path.read_text()) if path.is_file() else []
-    except json.JSONDecodeError:
-        history = []
-    planned = [str(run_folder(out, cfg).relative_to(out)) for cfg in configs]
-    history.append({"time": datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv),
-                    "runs": len(configs), "run_dirs": planned, "grid": {k: v for k, v in grid.__dict__.items()}})
-    path.write_text(json.dumps(history, indent=2))
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".sweep.json.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            history = json.loads(path.read_text()) if path.is_file() else []
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            kept = path.with_name(f"sweep.json.unreadable-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+            path.replace(kept)
+            print(f"mtmoe: warning: {path} could not be read; kept as {kept.name}, a new one started",
+                  file=sys.stderr)
+            history = []
+        planned = [str(run_folder(out, cfg).relative_to(out)) for cfg in configs]
+        history.append({"time": datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+                        "runs": len(configs), "run_dirs": planned, "grid": {k: v for k, v in grid.__dict__.items()}})
+        tmp = path.with_name(f".sweep.json.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(history, indent=2))
+        os.replace(tmp, path)
 
 
 def settle(job: Job, succeeded: bool, retries: int) -> None:
@@ -140,7 +154,10 @@ def describe(run_dir: Path, steps: int) -> tuple[str, int]:
 
     state = state_of(run_dir)
     if state == "done":
-        return "skip (done)", int(json.loads((run_dir / "summary.json").read_text()).get("steps", steps))
+        try:
+            return "skip (done)", int(json.loads((run_dir / "summary.json").read_text()).get("steps", steps))
+        except (OSError, ValueError, AttributeError):
+            return "skip (done; its summary.json does not read)", 0
     step, _ = Job(None, run_dir).progress()
     files = [p.stat().st_mtime for p in run_dir.iterdir() if p.is_file()] if run_dir.is_dir() else []
     ago = (time.time() - max(files)) / 60 if files else None
