@@ -178,3 +178,21 @@ def test_scaling_renormalizes_with_the_current_registry_and_takes_tasks_dir(tmp_
                    tasks_dirs=[tasks], normalize="best-label")  # each task / the best size's mean: 0.5 / 0.5
     assert [v["score"][0] for v in best["s"]["families"]["critic"]["sizes"].values()] == pytest.approx([1.0, 1.0])
     assert "--normalize best-label" in (tmp_path / "b" / "scaling.md").read_text()
+
+
+@pytest.mark.parametrize("mode,expected", [("reference", (8.0 - 2.0) / 4.0), ("best-label", 8.0 / 10.0), ("raw", 8.0)])
+def test_training_curves_follow_normalize(tmp_path, mode, expected):
+    """The curves behind return-against-compute and intrinsic performance are scaled as --normalize
+    scales the final scores (reference scale (raw - 2) / 4 recorded here; best final return 10)."""
+    from mtmoe.compare.load import load_runs
+    from mtmoe.scaling.report import _task_scales, mean_curve
+
+    _write(tmp_path, "critic", 1, 0, 10.0, 1000, 3000)  # return = 10 (1 - exp(-s / tau)) per task
+    path = tmp_path / "s" / "ppo-critic-e1-s0"
+    summary = json.loads((path / "summary.json").read_text())
+    summary["normalization"] = {t: {"low": 2.0, "high": 6.0, "source": "test"} for t in ("a", "b")}
+    (path / "summary.json").write_text(json.dumps(summary))
+    (path / "metrics.jsonl").write_text(json.dumps({"global_step": 100, "return": {"a": 8.0, "b": 8.0}}) + "\n")
+    runs = load_runs([tmp_path], pytest.fail)
+    steps, curve = mean_curve(runs[0], _task_scales(runs, mode))
+    assert list(steps) == [100] and curve[0] == pytest.approx(expected)

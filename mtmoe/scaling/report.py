@@ -42,24 +42,28 @@ def params_of(r: RunResult) -> int:
     return int(sum(c.get("total", 0) for c in (r.summary.get("param_counts") or {}).values()))
 
 
-def _task_scales(group: list[RunResult]) -> dict[str, float]:
-    """Per task: 1 for tasks with reference scores, else the best final training return of any run."""
+def _task_scales(group: list[RunResult], normalize: str = "reference") -> dict[str, tuple[bool, float]]:
+    """How each task's training returns are scaled, as --normalize scales the final scores: {task:
+    (on the reference scale first, then divided by)}. reference: the reference scale where the task
+    has one, else / the best final training return of any run; best-label: every task / that best
+    return; raw: unscaled."""
     scales = {}
     for t in group[0].tasks:
-        if group[0].reference(t):
-            scales[t] = 1.0
+        if normalize == "raw" or (normalize == "reference" and group[0].reference(t)):
+            scales[t] = (normalize == "reference", 1.0)
         else:
             best = max((r.summary["final_return"].get(t) or 0.0) for r in group)
-            scales[t] = best if best > 0 else 1.0
+            scales[t] = (False, best if best > 0 else 1.0)
     return scales
 
 
-def mean_curve(r: RunResult, scales: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-    """(env steps, normalized training return averaged over tasks) at the steps where every task has one."""
+def mean_curve(r: RunResult, scales: dict[str, tuple[bool, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """(env steps, scaled training return averaged over tasks) at the steps where every task has one."""
     per_step: dict[int, dict[str, float]] = defaultdict(dict)
     for t, pts in r.train.items():
+        on_reference, scale = scales[t]
         for s, v in pts:
-            per_step[s][t] = r.normalize(t, v) / scales[t]
+            per_step[s][t] = (r.normalize(t, v) if on_reference else v) / scale
     tasks = set(r.tasks)
     steps = sorted(s for s, d in per_step.items() if set(d) == tasks)
     return np.array(steps, float), np.array([np.mean(list(per_step[s].values())) for s in steps])
@@ -69,7 +73,7 @@ def analyse_suite(group: list[RunResult], warn, reps: int = 2000, seed: int = 0,
                   normalize: str = "reference") -> dict:
     mats, tasks, how = score_matrices(group, "eval", warn, normalize)
     table = aggregate_table(mats, reps=reps, seed=seed)
-    scales = _task_scales(group)
+    scales = _task_scales(group, normalize)
     families: dict[str, dict] = {}
     for fam in label_order({family_of(r) for r in group}):
         runs = [r for r in group if family_of(r) == fam]
@@ -257,9 +261,9 @@ def render(result: dict, paths, reps: int, seed: int, normalize: str = "referenc
             md += ["Intrinsic performance I (Hilton et al. 2023: the least training compute at which any size of "
                    "the family reaches a return) fitted as I^(-β) = (N_c/N)^α_N + (E_c/E)^α_E with "
                    "β = α_N·α_E/(α_N+α_E); N parameters, E env interactions; 95% CIs from a bootstrap over "
-                   "seeds' curves (training returns, each task on its reference scale where one is known: the "
-                   "current registry's with --normalize reference, the runs' recorded one otherwise; else divided "
-                   "by the best final training return of any run). With few "
+                   "seeds' curves (training returns, scaled per task as --normalize says: with reference, on the "
+                   "task's reference scale where it has one, else divided by the best final training return of "
+                   "any run; with best-label, every task divided by that best return; raw: unscaled). With few "
                    "sizes and short runs the frontier is coarse: read the exponents as a description of these "
                    "runs, not as a law.", "",
                    _md_table(FIT_HEADER, rows), ""]
