@@ -146,7 +146,6 @@ def count_outcomes(queue: list[Job]) -> dict[str, int]:
     return counts
 
 
-
 def describe(run_dir: Path, steps: int) -> tuple[str, int]:
     """What `mtmoe sweep` would do with a grid point's folder, in words, and the env steps it has
     (summary.json's when done, else the last logged training line's)."""
