@@ -158,48 +158,40 @@ def _mean(values) -> str:
     return f"{sum(known) / len(known):.2f}" if known else "-"
 
 
+def _print_table(title: str, header, rows) -> None:
+    table = Table(title=title)
+    for col in header:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
 def compare_tables(result: dict) -> None:
     """The main table of `mtmoe compare`, one per suite."""
     from mtmoe.compare import MAIN_HEADER, main_rows
 
     for suite, entry in result.items():
         how = {"best-label": "best-label scaled", "raw": "raw"}.get(entry.get("normalize"), "normalized")
-        table = Table(title=f"{suite} · {how} final score")
-        for col in MAIN_HEADER:
-            table.add_column(col)
-        for row in main_rows(entry):
-            table.add_row(*row)
-        console.print(table)
+        _print_table(f"{suite} · {how} final score", MAIN_HEADER, main_rows(entry))
 
 
 def scaling_tables(result: dict) -> None:
-    """The tables of `mtmoe scaling`, one pair per suite."""
+    """The tables of `mtmoe scaling`, per suite: score against size, each MoE size against its
+    dense twin, the intrinsic-performance fit."""
     from mtmoe.scaling.report import FIT_HEADER, TWIN_HEADER, fit_rows, size_rows, twin_rows
 
     for suite, entry in result.items():
-        table = Table(title=f"{suite} · final score against size")
-        for col in ("placement", "size", "parameters", "FLOPs / env step", "runs", "IQM [95% CI]"):
-            table.add_column(col)
-        for row in size_rows(entry):
-            table.add_row(*row)
-        console.print(table)
+        _print_table(f"{suite} · final score against size",
+                     ("placement", "size", "parameters", "FLOPs / env step", "runs", "IQM [95% CI]"), size_rows(entry))
         for fam, f in entry["families"].items():
             console.print(f"  {fam}: final score {f['trend']}")
         if entry.get("twins"):
-            table = Table(title=f"{suite} · each MoE size against its width-matched dense twin")
-            for col in TWIN_HEADER:
-                table.add_column(col)
-            for row in twin_rows(entry):
-                table.add_row(*row)
-            console.print(table)
+            _print_table(f"{suite} · each MoE size against its width-matched dense twin", TWIN_HEADER,
+                         twin_rows(entry))
         rows = fit_rows(entry)
         if rows:
-            table = Table(title=f"{suite} · intrinsic performance I^(-β) = (N_c/N)^α_N + (E_c/E)^α_E")
-            for col in FIT_HEADER:
-                table.add_column(col)
-            for row in rows:
-                table.add_row(*row)
-            console.print(table)
+            _print_table(f"{suite} · intrinsic performance I^(-β) = (N_c/N)^α_N + (E_c/E)^α_E", FIT_HEADER, rows)
 
 
 def sweep_plan(configs, out) -> None:
