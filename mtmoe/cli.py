@@ -385,8 +385,9 @@ def _sweep(args) -> None:
     else:
         counts = sweep(grid, load_registry(args.tasks_dir), Path(args.out), jobs=args.jobs, retries=args.retries,
                        tasks_dirs=args.tasks_dir, runs_per_device=args.runs_per_device, wandb=wandb)
+    elsewhere = f", {counts['elsewhere']} left to another process training them" if counts.get("elsewhere") else ""
     print(f"sweep {args.out}: {counts['done']} run(s) finished ({counts['resumed']} resumed), "
-          f"{counts['skipped']} already complete, {counts['failed']} failed", file=sys.stderr)
+          f"{counts['skipped']} already complete, {counts['failed']} failed{elsewhere}", file=sys.stderr)
     if counts["failed"]:
         raise MtmoeError(f"{counts['failed']} run(s) failed: see log.txt in their folders under {args.out}")
     print(f"compare them: mtmoe compare {args.out}", file=sys.stderr)

@@ -70,6 +70,7 @@ def test_killed_sweep_resumes_and_skips_finished_runs(tmp_path):
     proc.wait()
     run_dirs = sorted(out.glob("minatar-single/*"))
     assert len(run_dirs) == 2 and not any(state_of(d) == "done" for d in run_dirs)
+    # the sweep started again at once: a killed run's lock may outlive it by a moment (_held waits for it)
     interrupted = [d for d in run_dirs if state_of(d) == "resumable"]
     assert interrupted
 
@@ -112,6 +113,18 @@ def test_a_failing_run_is_retried_then_reported(tmp_path):
 def test_an_attempt_ends_done_queued_or_failed_alike_in_both_backends(tmp_path, backend, succeeded, finished,
                                                                       attempts, retries, expected):
     """settle() is the one rule; each backend's end-of-attempt step must reach the same state through it."""
+    assert _end_attempt(tmp_path, backend, 0 if succeeded else 1, finished, attempts, retries) == expected
+
+
+@pytest.mark.parametrize("backend", ["settle", "local", "ray"])
+def test_a_worker_that_found_its_folder_in_use_leaves_the_run_to_that_process(tmp_path, backend):
+    from mtmoe.runner.lock import ELSEWHERE_EXIT
+
+    assert _end_attempt(tmp_path, backend, ELSEWHERE_EXIT, False, 1, 1) == "elsewhere"
+
+
+def _end_attempt(tmp_path, backend, code, finished, attempts, retries) -> str:
+    """The state a job reaches when its attempt ends with exit status `code`, through `backend`."""
     from types import SimpleNamespace
 
     from mtmoe.sweep import jobs, local, ray_backend
@@ -121,10 +134,9 @@ def test_an_attempt_ends_done_queued_or_failed_alike_in_both_backends(tmp_path, 
     run_dir.mkdir()
     if finished:
         (run_dir / "summary.json").write_text("{}")
-    code = 0 if succeeded else 1
     if backend == "settle":
         job = jobs.Job(cfg, run_dir, state="running", attempts=attempts)
-        jobs.settle(job, succeeded, retries)
+        jobs.settle(job, code, retries)
     elif backend == "local":
         job = local.LocalJob(cfg, run_dir, state="running", attempts=attempts,
                              proc=SimpleNamespace(returncode=code), log=open(run_dir / "log.txt", "a"))
@@ -134,7 +146,7 @@ def test_an_attempt_ends_done_queued_or_failed_alike_in_both_backends(tmp_path, 
         job = ray_backend.RayJob(cfg, run_dir, state="running", attempts=attempts, ref="attempt")
         ray_backend._finish(SimpleNamespace(get=lambda ref: (code, "fresh")), job, retries)
         assert job.ref is None
-    assert job.state == expected
+    return job.state
 
 
 # ---------------------------------------------------------------- --runs-per-device: GPUs shared by several runs
@@ -460,3 +472,32 @@ def test_sweeps_started_at_once_keep_every_entry_of_sweep_json(tmp_path, capsys)
     assert len(kept) == 1 and kept[0].read_text() == '[{"time": "x"}]]'
     assert len(json.loads((out / "sweep.json").read_text())) == 1 and "could not be read" in capsys.readouterr().err
 
+
+
+def test_a_run_folder_another_process_trains_is_left_to_it(tmp_path, capsys):
+    """One process per run folder: a sweep leaves a held folder alone (and says so), `--dry-run`
+    names its holder, `mtmoe run --resume` of it is one line; the lock goes with its holder."""
+    from mtmoe.cli import main
+    from mtmoe.runner.lock import hold
+    from mtmoe.sweep import run_folder
+
+    out = tmp_path / "sweep"
+    grid = Grid(suites=["minatar-single"], seeds=[0], placements=["none", "critic"], steps=512, sets=TINY)
+    configs = grid.configs(REGISTRY)
+    held, free = (run_folder(out, c) for c in configs)
+    args = ["sweep", "--suite", "minatar-single", "--placements", "none,critic", "--seeds", "0", "--steps", "512",
+            "--out", str(out), "--jobs", "1"] + [x for s in TINY for x in ("--set", s)]
+    with hold(held):
+        assert main(args + ["--dry-run"]) == 0
+        assert f"leave it: pid {os.getpid()}" in capsys.readouterr().out
+        assert main(args) == 0
+        assert "1 left to another process training them" in capsys.readouterr().err
+        assert (free / "summary.json").is_file() and not (held / "summary.json").exists()
+        (held / "checkpoint.pt").write_bytes(b"x")
+        (held / "config.json").write_text(json.dumps(configs[0].to_dict()))
+        assert main(["run", "--resume", str(held)]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"is being trained by pid {os.getpid()}" in err[0]
+    for name in ("checkpoint.pt", "config.json"):
+        (held / name).unlink()
+    assert main(args) == 0 and (held / "summary.json").is_file()  # released: the next sweep trains it

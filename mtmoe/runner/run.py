@@ -29,6 +29,7 @@ from mtmoe.runner.checkpoint import CHECKPOINT, RunState, restore_checkpoint, sa
 from mtmoe.runner.config import RunConfig
 from mtmoe.runner.records import (EpisodeLog, flops_record, machine_info, new_run_dir, normalization_of, write_config,
                                   write_summary)
+from mtmoe.runner.lock import hold
 from mtmoe.runner.logger import RunLogger, WandbOptions, import_wandb
 from mtmoe.runner.periodic import EpisodeStats, Evaluation, Progress, Prober, log_schedule, log_training
 from mtmoe.runner.probes import PROBE_VERSION
@@ -94,6 +95,15 @@ def train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None =
     if resume and (resume / "summary.json").is_file():
         raise MtmoeError(f"--resume {resume}: this run is finished (it has a summary.json); nothing to resume — "
                          "start a new run instead")
+    folder = resume or run_dir
+    if folder is None:
+        return _train(cfg, registry, out, progress, None, stop_at_step, None, wandb)
+    with hold(folder):  # one process per run folder (a second sweep on it, a --resume while it runs)
+        return _train(cfg, registry, out, progress, resume, stop_at_step, run_dir, wandb)
+
+
+def _train(cfg: RunConfig, registry: Registry, out: Path, progress: bool | None, resume: Path | None,
+           stop_at_step: int | None, run_dir: Path | None, wandb: WandbOptions | None) -> Path:
     if wandb is not None:
         import_wandb()  # before anything is built or written
     device = pick_device(cfg.device)

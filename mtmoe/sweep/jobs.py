@@ -45,8 +45,10 @@ def state_of(run_dir: Path) -> str:
 
 def prepare(run_dir: Path, cfg: RunConfig) -> str:
     """Make the folder ready to launch; returns its state before."""
+    from mtmoe.runner.lock import LOCK_NAME
+
     state = state_of(run_dir)
-    if state == "fresh" and run_dir.exists() and any(run_dir.iterdir()):
+    if state == "fresh" and run_dir.exists() and any(p.name != LOCK_NAME for p in run_dir.iterdir()):
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir.rename(run_dir.with_name(f"{run_dir.name}.incomplete-{stamp}"))  # keep, never overwrite
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -61,7 +63,7 @@ class Job:
 
     cfg: RunConfig
     run_dir: Path
-    state: str = "queued"  # queued | running | done | failed | skipped
+    state: str = "queued"  # queued | running | done | failed | skipped | elsewhere (another process trains it)
     attempts: int = 0
     resumed: bool = False
     started: float = 0.0
@@ -128,11 +130,17 @@ def record_invocation(out: Path, grid: Grid, configs: list[RunConfig]) -> None:
         os.replace(tmp, path)
 
 
-def settle(job: Job, succeeded: bool, retries: int) -> None:
-    """The end of an attempt: done when it succeeded (exit status 0) and the run wrote summary.json;
-    otherwise queued again while ``job.attempts <= retries``, else failed."""
-    if succeeded and state_of(job.run_dir) == "done":
+def settle(job: Job, code: int | None, retries: int) -> None:
+    """The end of an attempt, from the worker's exit status (None: it never reported one): done when
+    it is 0 and the run wrote summary.json; elsewhere when another process held the run folder
+    (mtmoe.runner.lock.ELSEWHERE_EXIT: not an attempt of ours); otherwise queued again while
+    ``job.attempts <= retries``, else failed."""
+    from mtmoe.runner.lock import ELSEWHERE_EXIT
+
+    if code == 0 and state_of(job.run_dir) == "done":
         job.state = "done"
+    elif code == ELSEWHERE_EXIT:
+        job.state = "elsewhere"
     elif job.attempts <= retries:
         job.state = "queued"  # again: from its checkpoint when it wrote one
     else:
@@ -140,8 +148,8 @@ def settle(job: Job, succeeded: bool, retries: int) -> None:
 
 
 def count_outcomes(queue: list[Job]) -> dict[str, int]:
-    """What a sweep returns: {done, failed, skipped, resumed}."""
-    counts = {s: sum(j.state == s for j in queue) for s in ("done", "failed", "skipped")}
+    """What a sweep returns: {done, failed, skipped, elsewhere (another process trains it), resumed}."""
+    counts = {s: sum(j.state == s for j in queue) for s in ("done", "failed", "skipped", "elsewhere")}
     counts["resumed"] = sum(j.resumed for j in queue)
     return counts
 
@@ -151,7 +159,12 @@ def describe(run_dir: Path, steps: int) -> tuple[str, int]:
     (summary.json's when done, else the last logged training line's)."""
     import time
 
+    from mtmoe.runner.lock import held_by
+
     state = state_of(run_dir)
+    who = held_by(run_dir) if run_dir.is_dir() else None
+    if who:
+        return f"leave it: {who} is training it", Job(None, run_dir).progress()[0]
     if state == "done":
         try:
             return "skip (done)", int(json.loads((run_dir / "summary.json").read_text()).get("steps", steps))

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from mtmoe.errors import MtmoeError
+from mtmoe.runner.lock import ELSEWHERE_EXIT, RunInUse, held_by
 from mtmoe.sweep.grid import Grid
 from mtmoe.sweep.jobs import (Job, count_outcomes, prepare, queue_jobs, record_invocation, settle, state_of,
                               worker_command)
@@ -101,7 +102,9 @@ def sweep(grid: Grid, registry: Registry, out: Path, jobs: int = 0, retries: int
                     free.append(job.slot)
             waiting = [j for j in queue if j.state == "queued"]
             while free and waiting:
-                _launch(waiting.pop(0), free.pop(0), shape.gpu_of, tasks_dirs, wandb)
+                slot = free.pop(0)
+                if not _launch(waiting.pop(0), slot, shape.gpu_of, tasks_dirs, wandb):
+                    free.append(slot)
             view.update()
             if not any(j.state in ("queued", "running") for j in queue):
                 break
@@ -112,7 +115,11 @@ def sweep(grid: Grid, registry: Registry, out: Path, jobs: int = 0, retries: int
     return count_outcomes(queue)
 
 
-def _launch(job: LocalJob, slot: int, gpu_of: list[str], tasks_dirs, wandb) -> None:
+def _launch(job: LocalJob, slot: int, gpu_of: list[str], tasks_dirs, wandb) -> bool:
+    """Start the job's worker in the slot; False (the job left to it) when another process trains its folder."""
+    if _held(job.run_dir):
+        job.state = "elsewhere"
+        return False
     state = prepare(job.run_dir, job.cfg)
     job.resumed = job.resumed or state == "resumable"
     env = dict(os.environ)
@@ -125,11 +132,23 @@ def _launch(job: LocalJob, slot: int, gpu_of: list[str], tasks_dirs, wandb) -> N
     job.proc = subprocess.Popen(cmd, stdout=job.log, stderr=subprocess.STDOUT, env=env)
     job.state, job.slot, job.started = "running", slot, time.time()
     job.attempts += 1
+    return True
+
+
+def _held(run_dir: Path, grace: float = 5.0) -> bool:
+    """Whether another process trains the folder, asked for up to `grace` seconds: a run killed a
+    moment ago (a sweep stopped and started again) may not have let go of its lock yet."""
+    end = time.time() + grace
+    while held_by(run_dir):
+        if time.time() > end:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def _finish(job: LocalJob, retries: int) -> None:
     job.log.close()
-    settle(job, job.proc.returncode == 0, retries)
+    settle(job, job.proc.returncode, retries)
     job.proc = None
 
 
@@ -171,6 +190,9 @@ def run_worker(argv: list[str]) -> int:
             train(cfg, registry, run_dir.parent, progress=False, resume=run_dir, wandb=wandb)
         else:
             train(cfg, registry, run_dir.parent, progress=False, run_dir=run_dir, wandb=wandb)
+    except RunInUse as e:
+        print(f"mtmoe: {e}", file=sys.stderr)
+        return ELSEWHERE_EXIT
     except MtmoeError as e:
         print(f"mtmoe: error: {e}", file=sys.stderr)
         return 2

@@ -266,4 +266,4 @@ def _finish(ray, job: RayJob, retries: int) -> None:
                 log.write(f"[ray] the task failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}\n")
         except OSError:
             pass
-    settle(job, code == 0, retries)
+    settle(job, code, retries)

@@ -26,7 +26,8 @@ class SweepView:
     def _table(self):
         from rich.table import Table
 
-        counts = {s: sum(j.state == s for j in self.queue) for s in ("queued", "running", "done", "failed", "skipped")}
+        counts = {s: sum(j.state == s for j in self.queue) for s in ("queued", "running", "done", "failed", "skipped",
+                                                                  "elsewhere")}
         title = (f"sweep: {len(self.queue)} runs · " + " · ".join(f"{v} {k}" for k, v in counts.items() if v)
                  + f" · {time.time() - self.start:.0f} s")
         table = Table(title=title)
