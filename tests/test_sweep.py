@@ -252,7 +252,7 @@ def test_cli_passes_runs_per_device_to_both_backends(monkeypatch, tmp_path, caps
     def fake(name):
         def run(grid, registry, out, **kw):
             got[name] = kw["runs_per_device"]
-            return {"done": 0, "failed": 0, "skipped": 0, "resumed": 0}
+            return {"done": 0, "failed": 0, "skipped": 0, "elsewhere": 0, "resumed": 0}
         return run
 
     monkeypatch.setattr(sweep_mod, "sweep", fake("local"))

@@ -56,7 +56,7 @@ def test_missing_ray_is_one_clear_error(monkeypatch, tmp_path):
 
 def test_tiny_ray_sweep_writes_every_summary(tmp_path):
     counts = sweep_ray(_grid(1024), REGISTRY, tmp_path, progress=False, poll=0.2)
-    assert counts == {"done": 2, "failed": 0, "skipped": 0, "resumed": 0}
+    assert counts == {"done": 2, "failed": 0, "skipped": 0, "elsewhere": 0, "resumed": 0}
     run_dirs = sorted(tmp_path.glob(f"{SUITE}/*"))
     assert len(run_dirs) == 2
     for d in run_dirs:
@@ -118,7 +118,7 @@ def test_killed_ray_sweep_resumes_and_skips_finished_runs(tmp_path, ray_tmp):
 
     stamps = summary_stamps(run_dirs)
     again = sweep_ray(_grid(8192), REGISTRY, out, progress=False, poll=0.2)
-    assert again == {"done": 0, "failed": 0, "skipped": 2, "resumed": 0}
+    assert again == {"done": 0, "failed": 0, "skipped": 2, "elsewhere": 0, "resumed": 0}
     assert summary_stamps(run_dirs) == stamps
     assert len(json.loads((out / "sweep.json").read_text())) == 3  # each invocation recorded
     assert not ray.is_initialized()
