@@ -43,12 +43,17 @@ def state_of(run_dir: Path) -> str:
     return "fresh"
 
 
-def prepare(run_dir: Path, cfg: RunConfig) -> str:
-    """Make the folder ready to launch; returns its state before."""
+def _partial(run_dir: Path) -> bool:
+    """Whether a folder without a checkpoint holds anything of a started run (its lock file aside)."""
     from mtmoe.runner.lock import LOCK_NAME
 
+    return run_dir.is_dir() and any(p.name != LOCK_NAME for p in run_dir.iterdir())
+
+
+def prepare(run_dir: Path, cfg: RunConfig) -> str:
+    """Make the folder ready to launch; returns its state before."""
     state = state_of(run_dir)
-    if state == "fresh" and run_dir.exists() and any(p.name != LOCK_NAME for p in run_dir.iterdir()):
+    if state == "fresh" and _partial(run_dir):
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir.rename(run_dir.with_name(f"{run_dir.name}.incomplete-{stamp}"))  # keep, never overwrite
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -162,7 +167,7 @@ def describe(run_dir: Path, steps: int) -> tuple[str, int]:
     from mtmoe.runner.lock import held_by
 
     state = state_of(run_dir)
-    who = held_by(run_dir) if run_dir.is_dir() else None
+    who = held_by(run_dir)
     if who:
         return f"leave it: {who} is training it", Job(None, run_dir).progress()[0]
     if state == "done":
@@ -176,6 +181,6 @@ def describe(run_dir: Path, steps: int) -> tuple[str, int]:
     busy = f" (its folder was written {ago:.0f} min ago: is a sweep running it now?)" if ago is not None and ago < 15 else ""
     if state == "resumable":
         return "resume from its checkpoint" + busy, step
-    if files or (run_dir.is_dir() and any(run_dir.iterdir())):
+    if _partial(run_dir):
         return "move the folder aside and start again (no checkpoint yet)" + busy, step
     return "start", 0
