@@ -1,9 +1,11 @@
 """Small batched helpers shared by the tensor games (per-env selects, slot pools).
 
-They exist for speed on CPU, where (torch 2.13, one thread, (1024, 32) int8 / bool tensors)
-``torch.where`` on a bool mask costs ~30x a multiply, a comparison with a number or a
+They exist for speed on CPU, where (torch 2.13, one thread, (1024, 32) int8 / bool tensors, an
+Intel Xeon) ``torch.where`` on a bool mask costs ~30x a multiply, a comparison with a number or a
 broadcasting operand ~10x a same-shape one, and ``any`` / ``sum`` over a row of bytes ~4x the
-same over its 4- or 8-byte words. On a GPU they are merely harmless.
+same over its 4- or 8-byte words (on an AMD EPYC ``where`` is as cheap as a multiply, but
+``any(1)`` over a (1024, 100) bool is ~10x ``amax`` over its int32 words). On a GPU they are
+merely harmless.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ def select_rows(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.T
 
 
 def any_rows(x: torch.Tensor) -> torch.Tensor:
-    """(N, ...) bool / integer -> (N,) bool: any nonzero byte in each env's row (a multiple of 4)."""
-    return _words(x.contiguous()).ne(0).any(1)
+    """(N, ...) bool -> (N,) bool: any True in each env's row (of a multiple of 4 bytes)."""
+    # bytes of a bool are 0 or 1, so every word is >= 0 and the largest is 0 only if all are
+    assert x.dtype == torch.bool, "any_rows takes bool rows"
+    return _words(x.contiguous()).amax(1) != 0
 
 
 def blend(mask: torch.Tensor, a, b: torch.Tensor) -> torch.Tensor:

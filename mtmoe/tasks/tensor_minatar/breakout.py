@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import torch
 
+from .batch_ops import any_rows
 from .game import TensorGame, randint, register_game
 
 
@@ -87,7 +88,7 @@ class Breakout(TensorGame):
         d = torch.where(hit, c.flip_y[d], d)
 
         bottom = ~top & ~brick & (new_y == 9)
-        refill = bottom & alive & ~flat_bricks.any(1)
+        refill = bottom & alive & ~any_rows(flat_bricks)
         self.brick_map[:, 1:4] |= refill[:, None, None]
         straight = bottom & (self.ball_x == pos)
         angled = bottom & ~straight & (new_x == pos)
@@ -103,8 +104,7 @@ class Breakout(TensorGame):
 
     def observe(self) -> torch.Tensor:
         n = self.num_envs
-        obs = torch.empty(n, 4, 100, dtype=torch.bool, device=self.device)
-        obs[:, :3] = False
+        obs = torch.zeros(n, 4, 100, dtype=torch.bool, device=self.device)
         obs[:, 3] = self.brick_map.view(n, 100)
         # paddle, ball and trail cells as flat indices channel * 100 + y * 10 + x
         ball, trail = self.ball_y * 10 + self.ball_x, self.last_y * 10 + self.last_x
