@@ -25,6 +25,14 @@ def select_rows(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.T
     return picked.view(torch.uint8).view(b.dtype).view(mask.shape[0], *b.shape[1:])
 
 
+def set_rows(mask: torch.Tensor, value: torch.Tensor, target: torch.Tensor) -> None:
+    """In place, ``target[mask] = value`` for an (N,) ``mask``, a contiguous (N, ...) ``target`` and
+    a same-dtype (1, ...) or (N, ...) ``value``, rows a multiple of 4 bytes: as int32 words (for
+    (1024, 100) bools ~5x faster than ``torch.where`` on them, on an AMD EPYC)."""
+    words = _words(target)
+    torch.where(mask[:, None], _words(value.contiguous()), words, out=words)
+
+
 def any_rows(x: torch.Tensor) -> torch.Tensor:
     """(N, ...) bool -> (N,) bool: any True in each env's row (of a multiple of 4 bytes)."""
     # bytes of a bool are 0 or 1, so every word is >= 0 and the largest is 0 only if all are

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import torch
 
-from .batch_ops import any_rows
+from .batch_ops import any_rows, set_rows
 from .game import TensorGame, randint, register_game
 
 
@@ -44,8 +44,8 @@ class Breakout(TensorGame):
         def table(values):
             return torch.tensor(values, device=dev)
 
-        bricks = torch.zeros(10, 10, dtype=torch.bool, device=dev)
-        bricks[1:4] = True
+        bricks = torch.zeros(1, 10, 10, dtype=torch.bool, device=dev)
+        bricks[:, 1:4] = True
         # constants live outside vars(self) so that state_dict() holds state only
         self._const = SimpleNamespace(
             action_dx=table([0, -1, 0, 1, 0, 0]), dx=table([-1, 1, 1, -1]), dy=table([-1, -1, 1, 1]),
@@ -62,7 +62,7 @@ class Breakout(TensorGame):
             field.masked_fill_(mask, value)
         self.strike.masked_fill_(mask, False)
         self.terminal.masked_fill_(mask, False)
-        torch.where(mask[:, None, None], c.bricks, self.brick_map, out=self.brick_map)
+        set_rows(mask, c.bricks, self.brick_map)
 
     def step(self, action: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c, n = self._const, self.num_envs
@@ -89,7 +89,7 @@ class Breakout(TensorGame):
 
         bottom = ~top & ~brick & (new_y == 9)
         refill = bottom & alive & ~any_rows(flat_bricks)
-        self.brick_map[:, 1:4] |= refill[:, None, None]
+        set_rows(refill, c.bricks, self.brick_map)  # no brick left: the 3 rows come back
         straight = bottom & (self.ball_x == pos)
         angled = bottom & ~straight & (new_x == pos)
         d = torch.where(straight, c.flip_y[d], torch.where(angled, c.paddle_turn[d], d))
