@@ -18,7 +18,6 @@ from types import SimpleNamespace
 
 import torch
 
-from .batch_ops import any_rows
 from .game import TensorGame, randint, register_game
 
 RAMP_INTERVAL = 100
@@ -107,7 +106,7 @@ class Asterix(TensorGame):
             torch.where(alive, value, field, out=field)
         if self.ramping:
             self._ramp(alive)
-        self.terminal |= any_rows(caught)
+        self.terminal |= caught.any(1)
         return (reward * alive).float(), self.terminal.clone()
 
     def _ramp(self, alive: torch.Tensor) -> None:

@@ -20,7 +20,6 @@ from types import SimpleNamespace
 
 import torch
 
-from .batch_ops import any_rows
 from .game import TensorGame, randint, register_game
 
 PLAYER_SPEED = 3
@@ -85,7 +84,7 @@ class Freeway(TensorGame):
         car_x = torch.where(moving, (self.car_x + torch.where(speed > 0, 1, -1)) % 10, self.car_x)
         # only the car in the chicken's row can hit it, before or after its move
         at_chicken = (self.car_x == 4) | (moving & (car_x == 4))
-        hit = any_rows(at_chicken & (c.car_row == pos[:, None]))
+        hit = (at_chicken & (c.car_row == pos[:, None])).any(1)
         pos = torch.where(hit, 9, pos)
         move_timer = move_timer - (move_timer > 0).long()
 
