@@ -7,8 +7,9 @@ Three figures from one process, on the suite's own preset (default minatar-multi
 2. the preset's PPO update (``PPO.update`` on a real rollout of the preset's envs and network: all
    epochs and minibatches, with Adam): its counted FLOPs (``torch.utils.flop_counter``: matrix
    products and convolutions, forward and backward) per second, and that as a share of (1);
-3. the update's share of a training iteration (rollout + advantages + update, process CPU time,
-   best of ``--iters``).
+3. the update's share of a training iteration (rollout + advantages + update, best of ``--iters``;
+   timed in process CPU time with one thread, which other processes barely inflate, and in wall
+   time with more, since CPU time would add up the threads).
 
 If the update reached the matrix-product rate it would be (1) / (2) times faster, and by Amdahl's
 law an iteration at most 1 / (1 - u + u * rate / peak) times faster (u = the update's share): the
@@ -48,12 +49,12 @@ def matmul_gflops(n: int, repeats: int) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
-def best_cpu_time(fn, iters: int) -> float:
+def best_time(fn, iters: int, clock) -> float:
     best = float("inf")
     for _ in range(iters):
-        t = time.process_time()
+        t = clock()
         fn()
-        best = min(best, time.process_time() - t)
+        best = min(best, clock() - t)
     return best
 
 
@@ -80,10 +81,11 @@ def main(argv=None) -> None:
     adv, ret = agent.advantages()
     agent.update(adv, ret)
 
-    rollout_s = best_cpu_time(agent.rollout, args.iters)
-    adv_s = best_cpu_time(agent.advantages, args.iters)
+    clock, clock_name = (time.process_time, "process CPU time") if args.threads == 1 else (time.perf_counter, "wall")
+    rollout_s = best_time(agent.rollout, args.iters, clock)
+    adv_s = best_time(agent.advantages, args.iters, clock)
     adv, ret = agent.advantages()
-    update_s = best_cpu_time(lambda: agent.update(adv, ret), args.iters)
+    update_s = best_time(lambda: agent.update(adv, ret), args.iters, clock)
     with FlopCounterMode(display=False) as counter:
         agent.update(adv, ret)
     update_flops = counter.get_total_flops()
@@ -95,14 +97,14 @@ def main(argv=None) -> None:
     steps = agent.steps_per_iteration()
     print(machine_line(args.threads))
     print(f"{args.suite}, preset {cfg.preset}, placement {args.placement}, {steps:,} env steps per iteration "
-          f"(process CPU time, best of {args.iters})\n")
+          f"({clock_name}, best of {args.iters})\n")
     rows = [["matrix product (fp32, n = %d)" % args.matmul_n, "", "", f"{peak:.1f}", "100%"],
             ["rollout (envs + acting forward)", f"{rollout_s * 1e3:.0f}", "", "", ""],
             ["advantages (GAE)", f"{adv_s * 1e3:.0f}", "", "", ""],
             ["update (all epochs, minibatches, Adam)", f"{update_s * 1e3:.0f}", f"{update_flops / 1e9:.2f}",
              f"{rate:.1f}", f"{100 * rate / peak:.0f}%"]]
     print(markdown_table(["part", "ms per iteration", "counted GFLOP", "GFLOP/s", "of matmul rate"], rows))
-    print(f"\ntraining loop: {steps / (rollout_s + adv_s + update_s):,.0f} env steps/s of CPU time; the update is "
+    print(f"\ntraining loop: {steps / (rollout_s + adv_s + update_s):,.0f} env steps/s ({clock_name}); the update is "
           f"{100 * share:.0f}% of it.\nCeiling: an update at the matrix-product rate would make the loop at most "
           f"{ceiling:.2f}x faster (everything but counted FLOPs free).")
 
