@@ -3,6 +3,7 @@
     python bench/bench_device_env.py                                  # all games, 64 1024 16384 envs
     python bench/bench_device_env.py --device cuda --seconds 2
     python bench/bench_device_env.py --games breakout asterix --envs 64 1024 --threads 1
+    python bench/bench_device_env.py --envs 1024 --threads 1 --compile     # adds torch.compile'd steps
 
 The tensor side is ``mtmoe.tasks.tensor_minatar.vec.TensorMinAtarVec`` (sticky actions, minimal
 action set, same-step autoreset, uint8 observations, all on the device); where that module is
@@ -10,7 +11,8 @@ missing, the bare game (step, reset where terminal, observe, uniforms from torch
 side is the ``minatar`` backend, ``MinAtarVecEnv``, a Python loop over minatar envs on the CPU.
 Rates are env steps summed over envs, the best of ``--repeats`` timings of ``--seconds`` each
 (a timing runs at least one step, so the loop backend at 16384 envs may take fewer steps).
-Games without a tensor implementation yet are skipped with a note.
+Games without a tensor implementation yet are skipped with a note. ``--compile`` adds a row per
+game and count for ``TensorMinAtarVec(compile=True)`` (its compilation is not timed).
 """
 
 from __future__ import annotations
@@ -65,14 +67,14 @@ def best_rate(step, n: int, seconds: float, repeats: int, sync=lambda: None) -> 
     return best
 
 
-def tensor_stepper(game: str, n: int, device: torch.device):
+def tensor_stepper(game: str, n: int, device: torch.device, compile_: bool = False):
     """A zero-argument step of n tensor envs on ``device`` and a label of what it runs."""
     vec_cls, cls = vec_env_class(), tensor_game_class(game)
     actions = torch.randint(len(cls.minimal_actions), (64, n), device=device)
     count = iter(range(10 ** 12))
     if vec_cls is not None:
-        vec = vec_cls(game, n, device, seed=0)
-        return (lambda: vec.step(actions[next(count) % 64])), "TensorMinAtarVec"
+        vec = vec_cls(game, n, device, seed=0, **({"compile": True} if compile_ else {}))
+        return (lambda: vec.step(actions[next(count) % 64])), "TensorMinAtarVec" + (", compiled" if compile_ else "")
     full = torch.tensor(["nlurdf".index(a) for a in cls.minimal_actions], device=device)[actions]
     env = cls(n, device)
     gen = torch.Generator(device=device).manual_seed(0)
@@ -107,6 +109,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2, help="measurements per figure (the best is shown)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-loop", action="store_true", help="skip the loop backend")
+    p.add_argument("--compile", action="store_true", help="also time TensorMinAtarVec(compile=True)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -123,13 +126,16 @@ def main() -> None:
             notes.append(f"{game}: no tensor implementation yet, skipped")
             continue
         for n in args.envs:
-            step, via = tensor_stepper(game, n, device)
-            tensor = best_rate(step, n, args.seconds, args.repeats, sync)
-            del step
+            rates = {}
+            for compile_ in (False, True) if args.compile else (False,):
+                step, via = tensor_stepper(game, n, device, compile_)
+                rates[via] = best_rate(step, n, args.seconds, args.repeats, sync)
+                del step
             loop = float("nan") if args.no_loop else best_rate(loop_stepper(game, n), n, args.seconds, 1)
-            ratio = "n/a" if args.no_loop else f"{tensor / loop:.1f}x"
-            rows.append([game, f"{n:,}", via, f"{tensor:,.0f}", "n/a" if args.no_loop else f"{loop:,.0f}", ratio])
-            print(f"  {game} n={n}: tensor {tensor:,.0f}/s, loop {loop:,.0f}/s", file=sys.stderr, flush=True)
+            for via, tensor in rates.items():
+                ratio = "n/a" if args.no_loop else f"{tensor / loop:.1f}x"
+                rows.append([game, f"{n:,}", via, f"{tensor:,.0f}", "n/a" if args.no_loop else f"{loop:,.0f}", ratio])
+                print(f"  {game} n={n} {via}: tensor {tensor:,.0f}/s, loop {loop:,.0f}/s", file=sys.stderr, flush=True)
     print(markdown_table(["game", "envs", "tensor path", f"tensor steps/s ({device.type})", "loop steps/s (cpu)",
                           "tensor / loop"], rows))
     for note in notes:

@@ -15,6 +15,14 @@ Semantics follow minatar 1.0.15's ``Environment``:
   episode. Only :meth:`TensorMinAtarVec.reset` (a restart of the whole vector env) clears it.
   (The numpy ``minatar`` backend's ``MinAtarEnv.restart`` clears it per episode: the two differ
   there.)
+
+``compile=True`` runs a step (after the uniforms are drawn) as one ``torch.compile``d graph, the
+same values as eager (tested). On a CPU inductor's vectorized C++ is turned off for it
+(``cpp.simdlen = 1``): for these games it ran 4-8x slower than eager, failed to build for
+Breakout and gave wrong Seaquest states (torch 2.13, AMD EPYC with AVX2). Scalar code pays for
+some games only (1,024 envs, one thread: Asterix 2.5x, Freeway 1.9x eager; Seaquest 1.1x;
+SpaceInvaders 0.9x, Breakout 0.5x), so it is an option, off by default; ``bench_device_env.py
+--compile`` measures it. Its first step compiles (5-20 s on a CPU).
 """
 
 from __future__ import annotations
@@ -63,7 +71,7 @@ class TensorMinAtarVec:
     def __init__(self, game: str, num_envs: int, device: torch.device | str = "cpu",
                  sticky_action_prob: float = 0.1, difficulty_ramping: bool = True,
                  minimal_action_set: bool = True, max_episode_steps: int | None = None,
-                 seed: int | None = None):
+                 seed: int | None = None, compile: bool = False):
         cls = game_class(game)
         self.num_envs, self.device = num_envs, torch.device(device)
         self.game = cls(num_envs, self.device, ramping=difficulty_ramping)
@@ -87,6 +95,10 @@ class TensorMinAtarVec:
         # A game without reset draws starts every episode in the same state: reuse its first
         # observation instead of observing again after an autoreset.
         self._start_obs = None if self.n_reset_draws else self.game.observe()[:1].view(torch.uint8).clone()
+        self._step = self._tensor_step
+        if compile:  # scalar C++ on a CPU: see the module docstring
+            options = {"cpp.simdlen": 1} if self.device.type == "cpu" else None
+            self._step = torch.compile(self._tensor_step, dynamic=False, options=options)
 
     def _uniforms(self, k: int) -> torch.Tensor:
         return torch.rand(self.num_envs, k, generator=self.generator, device=self.device)
@@ -110,6 +122,11 @@ class TensorMinAtarVec:
                            u_reset: torch.Tensor) -> TensorStepResult:
         """A step on given uniforms: ``u_sticky`` (N,), ``u_game`` (N, len(draws)), ``u_reset``
         (N, len(reset_draws)); :meth:`step` draws them. Tests replay minatar on the same numbers."""
+        return TensorStepResult(*self._step(actions, u_sticky, u_game, u_reset))
+
+    def _tensor_step(self, actions: torch.Tensor, u_sticky: torch.Tensor, u_game: torch.Tensor,
+                     u_reset: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The step as pure tensor code, fields in TensorStepResult's order (what ``compile`` compiles)."""
         chosen = self.action_map[actions]
         action = torch.where(u_sticky < self.sticky_action_prob, self.last_action, chosen)
         self.last_action.copy_(action)
@@ -127,8 +144,7 @@ class TensorMinAtarVec:
             obs = self.game.observe().view(torch.uint8)
         else:
             obs = select_rows(ended, self._start_obs, final_obs)
-        return TensorStepResult(obs=obs, reward=reward, terminated=terminated, truncated=truncated.clone(),
-                                episode_end=ended, final_obs=final_obs)
+        return obs, reward, terminated, truncated.clone(), ended, final_obs
 
     def difficulty(self) -> torch.Tensor:
         """(N,) long: each env's difficulty ramp (minatar's ``difficulty_ramp()``)."""
