@@ -19,7 +19,7 @@ Semantics follow minatar 1.0.15's ``Environment``:
 ``compile=True`` runs a step (after the uniforms are drawn) as one ``torch.compile``d graph, the
 same values as eager (tested). On a CPU inductor's vectorized C++ is turned off for it
 (``cpp.simdlen = 1``): for these games it ran 4-8x slower than eager, failed to build for
-Breakout and gave wrong Seaquest states (torch 2.13, AMD EPYC with AVX2). Scalar code pays for
+Breakout and SpaceInvaders and gave wrong Seaquest states (torch 2.13, AMD EPYC with AVX2). Scalar code pays for
 some games only (1,024 envs, one thread: Asterix 2.5x, Freeway 1.9x eager; Seaquest 1.1x;
 SpaceInvaders 0.9x, Breakout 0.5x), so it is an option, off by default; ``bench_device_env.py
 --compile`` measures it. Its first step compiles (5-20 s on a CPU).
