@@ -73,7 +73,7 @@ def tensor_stepper(game: str, n: int, device: torch.device, compile_: bool = Fal
     actions = torch.randint(len(cls.minimal_actions), (64, n), device=device)
     count = iter(range(10 ** 12))
     if vec_cls is not None:
-        vec = vec_cls(game, n, device, seed=0, **({"compile": True} if compile_ else {}))
+        vec = vec_cls(game, n, device, seed=0, compile=compile_)
         return (lambda: vec.step(actions[next(count) % 64])), "TensorMinAtarVec" + (", compiled" if compile_ else "")
     full = torch.tensor(["nlurdf".index(a) for a in cls.minimal_actions], device=device)[actions]
     env = cls(n, device)

@@ -37,18 +37,6 @@ from mtmoe.runner.run import build_agent, make_env, seed_everything  # noqa: E40
 from mtmoe.tasks.registry import load_registry  # noqa: E402
 
 
-def matmul_gflops(n: int, repeats: int) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    out = torch.empty(n, n)
-    torch.mm(a, b, out=out)  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        torch.mm(a, b, out=out)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e9
-
-
 def best_time(fn, iters: int, clock) -> float:
     best = float("inf")
     for _ in range(iters):
@@ -56,6 +44,13 @@ def best_time(fn, iters: int, clock) -> float:
         fn()
         best = min(best, clock() - t)
     return best
+
+
+def matmul_gflops(n: int, repeats: int) -> float:
+    a, b, out = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    multiply = lambda: torch.mm(a, b, out=out)  # noqa: E731
+    multiply()  # warm-up
+    return 2 * n ** 3 / best_time(multiply, repeats, time.perf_counter) / 1e9
 
 
 def main(argv=None) -> None:
@@ -68,11 +63,11 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    sets = [f"threads={args.threads}"]
-    cfg, _ = compose(load_registry(), args.suite, seed=0, device="cpu",
-                     net_flags={"placement": args.placement} if args.placement != "none" else None, sets=sets)
+    registry = load_registry()
+    cfg, _ = compose(registry, args.suite, seed=0, device="cpu", sets=[f"threads={args.threads}"],
+                     net_flags={"placement": args.placement} if args.placement != "none" else None)
     seed_everything(cfg.seed)
-    env = make_env(cfg, load_registry(), torch.device("cpu"))
+    env = make_env(cfg, registry, torch.device("cpu"))
     agent, _ = build_agent(cfg, env, torch.device("cpu"))
     if not hasattr(agent, "advantages"):
         raise SystemExit(f"{cfg.algo}: this bound is written for PPO's rollout/update iteration")
