@@ -77,8 +77,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (emit_result, machine_line, markdown_table, mean, mean_std, run_worker, sb3_learn_clock,  # noqa: E402
-                    single_task_env, timed_iterate, warm_up)
+from common import (emit_result, machine_line, markdown_table, mean, mean_std, require_sb3, run_worker,  # noqa: E402
+                    sb3_learn_clock, single_task_env, timed_iterate, warm_up)
 
 TASK = "minatar-breakout"
 GAME = "Breakout"
@@ -234,6 +234,7 @@ def main() -> None:
         p.error("--steps must exceed --learning-starts")
 
     impls = [i for i in ("mtmoe", "sb3") if args.only in (None, i)]
+    require_sb3(impls)
     clip = "none" if args.no_clip else "10 on both"
     decay_end = args.learning_starts + args.epsilon_decay_steps
     print(machine_line(args.threads))

@@ -41,7 +41,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import emit_result, lcm, machine_line, markdown_table, mean, mean_std, run_worker, single_task_env  # noqa: E402
+from common import (emit_result, lcm, machine_line, markdown_table, mean, mean_std, require_sb3, run_worker,  # noqa: E402
+                    single_task_env)
 
 TASK = "minatar-breakout"
 GAME = "Breakout"
@@ -187,6 +188,7 @@ def main() -> None:
         runs.append(("mtmoe", args.envs))
     if args.only in (None, "sb3"):
         runs += [("sb3", args.envs)] + [("sb3", e) for e in args.sb3_extra_envs if e != args.envs]
+    require_sb3([impl for impl, _ in runs])
     unit = lcm(*(e * HP["num_steps"] for _, e in runs))
     steps = 2 * args.envs * HP["num_steps"] if args.quick else args.steps
     steps = max(unit, steps // unit * unit)

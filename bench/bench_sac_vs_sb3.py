@@ -39,8 +39,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (emit_result, machine_line, markdown_table, mean, mean_std, run_worker, sb3_learn_clock,  # noqa: E402
-                    single_task_env, timed_iterate, warm_up)
+from common import (emit_result, machine_line, markdown_table, mean, mean_std, require_sb3, run_worker,  # noqa: E402
+                    sb3_learn_clock, single_task_env, timed_iterate, warm_up)
 
 TASK = "mujoco-halfcheetah"
 ENV_ID = "HalfCheetah-v5"
@@ -141,6 +141,7 @@ def main() -> None:
         p.error("--steps must exceed --learning-starts")
 
     impls = [i for i in ("mtmoe", "sb3") if args.only in (None, i)]
+    require_sb3(impls)
     print(machine_line(args.threads))
     print(f"SAC {ENV_ID}, {args.steps} env steps per run, learning_starts {args.learning_starts}, "
           f"seeds 0..{args.seeds - 1}, hyperparameters {HP}, mtmoe orthogonal init {args.mtmoe_ortho}", flush=True)

@@ -121,6 +121,15 @@ def emit_result(result: dict) -> None:
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
+def require_sb3(impls) -> None:
+    """Before any run: one line and exit status 1 when the SB3 side is asked for but not installed (its
+    worker would otherwise fail with a traceback after the mtmoe side has run)."""
+    import importlib.util
+
+    if "sb3" in impls and importlib.util.find_spec("stable_baselines3") is None:
+        sys.exit("stable-baselines3 is not installed: pip install -e \".[bench]\" (or --only mtmoe)")
+
+
 def run_worker(script: str, worker_args: list[str]) -> dict:
     """Parent side: run `python script --worker ...` and return its RESULT dict (raises on failure).
     The worker's other output (stderr, warnings) passes through to the terminal."""
